@@ -1,0 +1,4 @@
+"""Allow ``python -m whichsound``."""
+from whichsound.cli import main
+
+main()
