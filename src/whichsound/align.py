@@ -1,0 +1,288 @@
+"""Alignment: where a questioned clip sits in a stem, by whitened normalised cross-correlation.
+
+The clip and the stem go through one FIR whitening filter derived from the clip's spectrum (flat where the
+clip has signal, zero where it has none), so peaks are sharp whatever the content (hum, music, speech) and a
+stem many dB under the others in a mix excerpt still peaks at its exact lag. The correlation is normalised by
+the clip's and the stem window's energy (an NCC in [-1, 1]) so scores compare across stems of any length and
+level; for a clip that is a sum of uncorrelated stems, NCC**2 of a stem is about its share of the clip.
+
+Stems are streamed in overlap-save blocks; per channel only a max-pooled lag curve is kept (one float per
+`hop` lags), so memory grows with stem length by 4 bytes per hop, not per sample. Lags are integers in the
+stem's samples: lag p means the clip's first sample lies at stem sample p.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from whichsound.audio import AudioReadError, _short
+
+__all__ = [
+    "Template",
+    "ChannelScan",
+    "make_template",
+    "scan_file",
+    "ncc_lags",
+    "refine_peak",
+    "DEFAULT_HOP",
+]
+
+#: Lags per pooled bin (2.7 ms at 48 kHz): the resolution of the coarse lag curves.
+DEFAULT_HOP = 128
+_MIN_BLOCK = 1 << 17
+
+
+@dataclass(frozen=True)
+class Template:
+    """The clip prepared for one stem sample rate: whitening filter and whitened steady-state template.
+
+    `x` is the mono clip (samples at `samplerate`); `t` = (h * x)[taps-1 : len(x)], the part of the filtered
+    clip that does not depend on what lies outside it; `energy` = sum(t**2).
+    """
+
+    samplerate: int
+    x: np.ndarray
+    h: np.ndarray
+    t: np.ndarray
+    energy: float
+    t_fft_cache: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def length(self) -> int:
+        """Clip length in samples."""
+        return int(self.x.shape[0])
+
+    @property
+    def taps(self) -> int:
+        return int(self.h.shape[0])
+
+    def conj_spectrum(self, n: int) -> np.ndarray:
+        """conj(rfft(t, n)) * rfft(h, n): the block multiplier that filters the stem and correlates it."""
+        got = self.t_fft_cache.get(n)
+        if got is None:
+            from scipy import fft
+
+            got = (np.conj(fft.rfft(self.t, n)) * fft.rfft(self.h, n)).astype(np.complex64)
+            self.t_fft_cache[n] = got
+        return got
+
+    def filter_spectrum(self, n: int) -> np.ndarray:
+        key = ("h", n)
+        got = self.t_fft_cache.get(key)
+        if got is None:
+            from scipy import fft
+
+            got = fft.rfft(self.h, n).astype(np.complex64)
+            self.t_fft_cache[key] = got
+        return got
+
+
+def _whitening_filter(x: np.ndarray, samplerate: int, taps: int, floor_db: float) -> np.ndarray:
+    """Linear-phase FIR (odd length `taps`) whose gain is the inverse amplitude spectrum of `x`.
+
+    Where the clip's power is more than -`floor_db` dB under its strongest band the gain is tapered to 0, so
+    bands the clip does not carry (above a codec's cut-off, outside a phone's band) weigh nothing.
+    """
+    nfft = taps - 1
+    p = _welch(x, nfft)
+    p = np.maximum(p, 1e-30)
+    # Smooth over ~1/6 octave-ish neighbourhoods so single tonal lines do not dominate the weighting.
+    kernel = np.hanning(7)
+    kernel /= kernel.sum()
+    p = np.convolve(p, kernel, mode="same")
+    top = np.max(p)
+    floor = top * 10 ** (floor_db / 10)
+    gain = 1.0 / np.sqrt(np.maximum(p, floor))
+    # Taper to zero 20 dB below the floor: no weight where the clip has nothing.
+    rel = np.clip((10 * np.log10(p / top) - (floor_db - 20)) / 20, 0.0, 1.0)
+    gain *= rel
+    gain[0] = 0.0  # no DC
+    imp = np.fft.irfft(gain, n=nfft)
+    imp = np.roll(imp, nfft // 2)
+    h = np.zeros(taps)
+    h[:nfft] = imp * np.hanning(nfft + 1)[:nfft]
+    norm = np.sqrt(np.sum(h**2))
+    return (h / norm if norm > 0 else h).astype(np.float64)
+
+
+def _welch(x: np.ndarray, nfft: int) -> np.ndarray:
+    """Average power spectrum of `x` (nfft//2+1 bins) over half-overlapping Hann frames."""
+    seg = min(nfft, len(x))
+    win = np.hanning(seg + 1)[:seg]
+    hop = max(1, seg // 2)
+    starts = range(0, max(1, len(x) - seg + 1), hop)
+    acc = np.zeros(nfft // 2 + 1)
+    for s in starts:
+        acc += np.abs(np.fft.rfft(x[s : s + seg] * win, nfft)) ** 2
+    return acc / len(starts)
+
+
+def make_template(x: np.ndarray, samplerate: int, *, floor_db: float = -50.0) -> Template:
+    """Prepare a mono clip `x` (samples at `samplerate`) for correlation against stems at that rate."""
+    x = np.asarray(x, dtype=np.float64)
+    n = len(x)
+    taps = int(min(1025, max(33, (n // 4) | 1)))
+    h = _whitening_filter(x, samplerate, taps, floor_db)
+    xw = np.convolve(x, h)  # full convolution
+    t = xw[taps - 1 : n]
+    energy = float(np.dot(t, t))
+    return Template(samplerate, x.astype(np.float32), h, t.astype(np.float32), energy)
+
+
+def _block_size(length: int) -> int:
+    n = _MIN_BLOCK
+    while n < 3 * length:
+        n *= 2
+    return n
+
+
+def ncc_lags(tmpl: Template, seg: np.ndarray, n: int | None = None) -> np.ndarray:
+    """NCC of the clip against a stem segment for every lag where the clip fits inside it.
+
+    `seg` is (frames,) or (frames, channels) stem samples; returns (frames - len(x) + 1[, channels]):
+    value k is the NCC for the clip's first sample at seg[k].
+    """
+    from scipy import fft
+
+    seg = np.asarray(seg, dtype=np.float32)
+    squeeze = seg.ndim == 1
+    if squeeze:
+        seg = seg[:, None]
+    L, M = tmpl.length, tmpl.taps
+    Lt = L - M + 1
+    count = seg.shape[0] - L + 1
+    if count <= 0:
+        out = np.zeros((0, seg.shape[1]), dtype=np.float32)
+        return out[:, 0] if squeeze else out
+    if n is None:
+        n = 1 << int(np.ceil(np.log2(seg.shape[0])))
+    B = fft.rfft(seg, n, axis=0, workers=-1)
+    c = fft.irfft(B * tmpl.conj_spectrum(n)[:, None], n, axis=0, workers=-1)
+    y = fft.irfft(B * tmpl.filter_spectrum(n)[:, None], n, axis=0, workers=-1)
+    out = _normalise(c, y, tmpl, M - 1, count, Lt)
+    return out[:, 0] if squeeze else out
+
+
+def _normalise(c: np.ndarray, y: np.ndarray, tmpl: Template, q0: int, count: int, Lt: int) -> np.ndarray:
+    """NCC for lags q0..q0+count-1 of the correlation `c` with filtered stem `y` (both (n, ch))."""
+    y2 = y[q0 : q0 + count + Lt - 1].astype(np.float64) ** 2
+    cs = np.zeros((y2.shape[0] + 1, y2.shape[1]))
+    np.cumsum(y2, axis=0, out=cs[1:])
+    e = cs[Lt : Lt + count] - cs[:count]
+    num = c[q0 : q0 + count].astype(np.float64)
+    denom = np.sqrt(np.maximum(e, 0.0) * tmpl.energy)
+    # Silence (or near-digital silence) in the stem window has no meaningful correlation.
+    ok = e > tmpl.energy * 1e-9 + 1e-20
+    out = np.zeros_like(num)
+    np.divide(num, denom, out=out, where=ok)
+    return np.clip(out, -1.0, 1.0).astype(np.float32)
+
+
+@dataclass
+class ChannelScan:
+    """Coarse result of scanning one stem channel: a max-pooled NCC curve and its noise statistics.
+
+    pooled[k] is the largest NCC for lags lag0 + k*hop ... lag0 + (k+1)*hop - 1.
+    """
+
+    channel: int
+    lag0: int
+    hop: int
+    pooled: np.ndarray
+    sum_c: float = 0.0
+    sum_c2: float = 0.0
+    count: int = 0
+    best_lag: int = 0
+    best: float = -1.0
+
+    @property
+    def sigma(self) -> float:
+        """Standard deviation of the NCC over all lags: the correlation's noise floor."""
+        if self.count < 2:
+            return 1.0
+        m = self.sum_c / self.count
+        return float(np.sqrt(max(self.sum_c2 / self.count - m * m, 1e-12)))
+
+
+def scan_file(path, tmpl: Template, frames: int, channels: int, *, hop: int = DEFAULT_HOP) -> list[ChannelScan]:
+    """Correlate the clip against every channel of a stem file over its whole length, in bounded blocks.
+
+    Lags run from -len(clip)//2 (clip half before the file) to frames - len(clip)//2.
+    """
+    import soundfile as sf
+    from scipy import fft
+
+    L, M = tmpl.length, tmpl.taps
+    Lt = L - M + 1
+    n = _block_size(L)
+    step = ((n - L + 1) // hop) * hop
+    lag0 = -(L // 2)
+    lag_end = frames - L // 2  # exclusive
+    nbins = (lag_end - lag0 + hop - 1) // hop
+    scans = [ChannelScan(ch, lag0, hop, np.full(nbins, -1.0, dtype=np.float32)) for ch in range(channels)]
+    conj = tmpl.conj_spectrum(n)[:, None]
+    filt = tmpl.filter_spectrum(n)[:, None]
+    buf = np.zeros((n, channels), dtype=np.float32)
+    try:
+        with sf.SoundFile(str(path)) as f:
+            v = lag0
+            while v < lag_end:
+                buf[:] = 0.0
+                lo, hi = max(v, 0), min(v + n, frames)
+                if hi > lo:
+                    f.seek(lo)
+                    f.read(hi - lo, dtype="float32", always_2d=True, out=buf[lo - v : hi - v])
+                cnt = min(step, lag_end - v)
+                B = fft.rfft(buf, axis=0, workers=-1)
+                c = fft.irfft(B * conj, n, axis=0, workers=-1)
+                y = fft.irfft(B * filt, n, axis=0, workers=-1)
+                del B
+                ncc = _normalise(c, y, tmpl, M - 1, cnt, Lt)
+                del c, y
+                k0 = (v - lag0) // hop
+                nb = (cnt + hop - 1) // hop
+                padded = np.full((nb * hop, channels), -1.0, dtype=np.float32)
+                padded[:cnt] = ncc
+                pooled = padded.reshape(nb, hop, channels).max(axis=1)
+                for ch, s in enumerate(scans):
+                    s.pooled[k0 : k0 + nb] = pooled[:, ch]
+                    col = ncc[:, ch]
+                    s.sum_c += float(col.sum(dtype=np.float64))
+                    s.sum_c2 += float(np.dot(col, col))
+                    s.count += cnt
+                    i = int(np.argmax(col))
+                    if col[i] > s.best:
+                        s.best, s.best_lag = float(col[i]), v + i
+                v += step
+    except AudioReadError:
+        raise
+    except Exception as exc:
+        raise AudioReadError(path, f"cannot read samples ({_short(exc)})") from None
+    return scans
+
+
+def refine_peak(path, tmpl: Template, lag: int, channels: list[int] | None = None, *, radius: int = DEFAULT_HOP):
+    """Full-rate NCC around `lag` (± radius samples) for the given channels; returns per channel
+    (fractional lag, peak NCC) with parabolic sub-sample interpolation of the peak."""
+    from whichsound.audio import read_segment
+
+    L = tmpl.length
+    start = lag - radius
+    seg = read_segment(path, start, L + 2 * radius)
+    if channels is not None:
+        seg = seg[:, channels]
+    ncc = ncc_lags(tmpl, seg).astype(np.float64)
+    out = []
+    for ch in range(ncc.shape[1]):
+        col = ncc[:, ch]
+        i = int(np.argmax(col))
+        frac = 0.0
+        if 0 < i < len(col) - 1:
+            a, b, c = col[i - 1], col[i], col[i + 1]
+            d = a - 2 * b + c
+            if d < 0:
+                frac = float(np.clip(0.5 * (a - c) / d, -0.5, 0.5))
+        out.append((start + i + frac, float(col[i])))
+    return out

@@ -1,0 +1,217 @@
+"""The only module that opens audio: probing, decoding questioned clips, block reading of stems, resampling.
+
+Stems are read with soundfile (WAV/BWF, RF64, W64, AIFF, FLAC, OGG, MP3) in bounded blocks; questioned
+clips may also be any media container, decoded with PyAV (FFmpeg) when soundfile cannot read them.
+Samples are float32, shape (frames, channels), time in integer samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from whichsound.errors import AudioReadError
+
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "AudioInfo",
+    "Clip",
+    "probe",
+    "read_clip",
+    "read_segment",
+    "iter_blocks",
+    "resample",
+    "to_mono",
+]
+
+#: File endings searched as stems (soundfile reads all of them).
+AUDIO_EXTENSIONS = frozenset(
+    {".wav", ".wave", ".bwf", ".rf64", ".w64", ".aif", ".aiff", ".aifc", ".flac", ".ogg", ".oga", ".mp3"}
+)
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What a stem file holds, read from its header without decoding the audio."""
+
+    path: Path
+    samplerate: int
+    channels: int
+    frames: int
+    format: str
+    subtype: str
+
+    @property
+    def duration_s(self) -> float:
+        """Length in seconds."""
+        return self.frames / self.samplerate
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A decoded questioned clip: samples (frames, channels) float32 at `samplerate` Hz."""
+
+    path: Path
+    samples: np.ndarray
+    samplerate: int
+
+    @property
+    def channels(self) -> int:
+        return int(self.samples.shape[1])
+
+    @property
+    def frames(self) -> int:
+        return int(self.samples.shape[0])
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames / self.samplerate
+
+
+def _sf():
+    import soundfile
+
+    return soundfile
+
+
+def probe(path: str | Path) -> AudioInfo:
+    """Read a file's header (rate, channels, length) with soundfile; raise AudioReadError if it cannot."""
+    path = Path(path)
+    sf = _sf()
+    try:
+        info = sf.info(str(path))
+    except Exception as exc:  # soundfile raises LibsndfileError, RuntimeError or TypeError
+        raise AudioReadError(path, f"cannot read audio header ({_short(exc)})") from None
+    if info.frames <= 0 or info.samplerate <= 0 or info.channels <= 0:
+        raise AudioReadError(path, "file holds no audio frames")
+    return AudioInfo(path, int(info.samplerate), int(info.channels), int(info.frames), info.format, info.subtype)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def read_clip(path: str | Path, *, stream: int | None = None) -> Clip:
+    """Decode a whole questioned clip: soundfile first, then PyAV for containers (MP4/MOV/M4A/AAC ...).
+
+    `stream` picks the N-th audio stream (0-based) of a container; soundfile files have one.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise AudioReadError(path, "file not found")
+    if path.is_dir():
+        raise AudioReadError(path, "is a folder, not an audio file")
+    if stream is None:
+        sf = _sf()
+        try:
+            data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+            return Clip(path, np.ascontiguousarray(data), int(sr))
+        except Exception:
+            pass  # not a soundfile format: try FFmpeg below
+    data, sr = _read_with_av(path, stream or 0)
+    return Clip(path, data, sr)
+
+
+def _read_with_av(path: Path, stream_index: int) -> tuple[np.ndarray, int]:
+    """Decode the `stream_index`-th audio stream of any FFmpeg-readable container to float32."""
+    try:
+        import av
+    except ImportError:  # pragma: no cover - av is a declared dependency
+        raise AudioReadError(path, "not a format soundfile reads, and PyAV is not installed") from None
+    try:
+        container = av.open(str(path))
+    except Exception as exc:
+        raise AudioReadError(path, f"not a readable audio or media file ({_short(exc)})") from None
+    try:
+        streams = list(container.streams.audio)
+        if not streams:
+            raise AudioReadError(path, "the media file has no audio stream")
+        if not 0 <= stream_index < len(streams):
+            raise AudioReadError(path, f"no audio stream {stream_index} (the file has {len(streams)})")
+        st = streams[stream_index]
+        chunks: list[np.ndarray] = []
+        sr = None
+        for frame in container.decode(st):
+            arr = frame.to_ndarray()
+            sr = frame.sample_rate
+            fmt = frame.format
+            if fmt.is_planar:
+                arr = arr.T  # (channels, n) -> (n, channels)
+            else:
+                arr = arr.reshape(-1, len(frame.layout.channels))
+            if arr.dtype.kind == "i":
+                arr = arr.astype(np.float32) / float(np.iinfo(arr.dtype).max + 1)
+            chunks.append(arr.astype(np.float32, copy=False))
+    except AudioReadError:
+        raise
+    except Exception as exc:
+        raise AudioReadError(path, f"cannot decode audio stream {stream_index} ({_short(exc)})") from None
+    finally:
+        container.close()
+    if not chunks or sr is None:
+        raise AudioReadError(path, "the audio stream decodes to no samples")
+    return np.ascontiguousarray(np.concatenate(chunks, axis=0)), int(sr)
+
+
+def read_segment(path: str | Path, start: int, frames: int) -> np.ndarray:
+    """Read `frames` samples from sample `start` (may lie outside the file: zeros there), float32 (n, ch)."""
+    sf = _sf()
+    try:
+        with sf.SoundFile(str(path)) as f:
+            out = np.zeros((frames, f.channels), dtype=np.float32)
+            lo, hi = max(start, 0), min(start + frames, f.frames)
+            if hi > lo:
+                f.seek(lo)
+                out[lo - start : hi - start] = f.read(hi - lo, dtype="float32", always_2d=True)
+            return out
+    except Exception as exc:
+        raise AudioReadError(path, f"cannot read samples ({_short(exc)})") from None
+
+
+def iter_blocks(path: str | Path, blocksize: int, overlap: int) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (start sample, block (blocksize, ch) float32) covering the file with `overlap` samples shared.
+
+    The last block is zero-padded to `blocksize`, so memory stays at one block whatever the file's length.
+    """
+    sf = _sf()
+    step = blocksize - overlap
+    if step <= 0:
+        raise ValueError("overlap must be smaller than blocksize")
+    try:
+        with sf.SoundFile(str(path)) as f:
+            total = f.frames
+            start = 0
+            buf = np.zeros((blocksize, f.channels), dtype=np.float32)
+            while start < total:
+                f.seek(start)
+                n = f.read(blocksize, dtype="float32", always_2d=True, out=buf[: min(blocksize, total - start)])
+                got = n.shape[0]
+                if got < blocksize:
+                    buf[got:] = 0.0
+                yield start, buf
+                if start + blocksize >= total:
+                    break
+                start += step
+    except AudioReadError:
+        raise
+    except Exception as exc:
+        raise AudioReadError(path, f"cannot read samples ({_short(exc)})") from None
+
+
+def resample(x: np.ndarray, sr_in: float, sr_out: float) -> np.ndarray:
+    """Band-limited resampling with soxr (VHQ), along axis 0; `sr_in`/`sr_out` may be non-integer (speed)."""
+    if sr_in == sr_out:
+        return x
+    import soxr
+
+    y = soxr.resample(np.ascontiguousarray(x, dtype=np.float32), sr_in, sr_out, quality="VHQ")
+    return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def to_mono(x: np.ndarray) -> np.ndarray:
+    """Fold (n, ch) to (n,) by averaging the channels."""
+    return x.mean(axis=1) if x.ndim == 2 else x

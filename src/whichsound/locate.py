@@ -1,0 +1,304 @@
+"""locate(): one questioned clip against folders of stems -> matches, shares and a verdict.
+
+Stages: decode the clip; discover the stems; scan every stem channel with the whitened NCC (align); combine
+the lag curves of stems printed on one timeline into a joint estimate; refine the best candidate lags at
+full rate; fit the clip by the aligned stems of each candidate (attribute) and keep the candidate that
+explains most of it; the verdict is the stem with the largest share, or "none" when the residual wins.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from whichsound.align import ChannelScan, make_template, refine_peak, scan_file
+from whichsound.attribute import Decomposition, Match, Verdict, decompose
+from whichsound.audio import Clip, read_clip, read_segment, resample, to_mono
+from whichsound.errors import ClipError, InputError, WhichsoundError
+from whichsound.stems import ROLE_NAMES, Discovery, Stem, discover
+
+__all__ = ["locate", "LocateResult", "Hypothesis", "DEFAULT_FOCUS_S"]
+
+#: Half-width (seconds) of the attribution window around --at.
+DEFAULT_FOCUS_S = 0.1
+#: Handles: a questioned clip is cut with some air around the noise; up to this much (s) at each end, and
+#: at most a quarter of the clip, counts as handle and not as the noise.
+HANDLE_S = 0.25
+_CANDIDATES_PER_GROUP = 3
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """One timeline aligned at one lag, with the decomposition of the clip it gives."""
+
+    group: tuple
+    stems: tuple[Stem, ...]
+    lag: float  # stem samples (fractional), shared by the group
+    peaks: tuple[tuple[int, float, float], ...]  # per stem: (channel, lag, ncc) of its best channel
+    decomposition: Decomposition
+
+
+@dataclass
+class LocateResult:
+    """Everything locate() found: the clip, the verdict, one match per stem file (best first)."""
+
+    clip: Clip
+    verdict: Verdict
+    matches: list[Match]
+    warnings: list[str] = field(default_factory=list)
+    timeline: list[tuple[float, dict[str, float], float]] = field(default_factory=list)
+    focus: tuple[float, float] | None = None
+    band: tuple[float, float] | None = None
+
+    @property
+    def found(self) -> bool:
+        return self.verdict.match is not None
+
+
+def _check_clip(clip: Clip) -> None:
+    if clip.frames == 0:
+        raise ClipError(f"{clip.path}: the clip is empty (no samples)")
+    peak = float(np.max(np.abs(clip.samples)))
+    if peak < 1e-5:  # below -100 dBFS: nothing to search for
+        raise ClipError(f"{clip.path}: the clip is silent")
+    if clip.duration_s < 0.02:
+        raise ClipError(f"{clip.path}: the clip is too short to search ({clip.duration_s * 1000:.1f} ms, need 20 ms)")
+
+
+def _z_critical(n_lags: int) -> float:
+    """Height (in noise standard deviations) that the largest of `n_lags` noise correlations rarely exceeds.
+
+    The expected maximum of n Gaussian values is about sqrt(2 ln n); 3 more sigmas keep false matches rare.
+    """
+    return math.sqrt(2.0 * math.log(max(n_lags, 2))) + 3.0
+
+
+def locate(
+    clip_path: str | Path,
+    roots: list[str],
+    *,
+    at: float | None = None,
+    band: tuple[float, float] | None = None,
+    focus_s: float = DEFAULT_FOCUS_S,
+    min_score: float | None = None,
+    stream: int | None = None,
+    discovery: Discovery | None = None,
+    clip: Clip | None = None,
+) -> LocateResult:
+    """Find which stem under `roots` holds the clip's sound, where, and how sure that is.
+
+    `at` (seconds into the clip) and `band` (lo, hi Hz) focus the attribution on the noise; `min_score`
+    is the lowest NCC a match may have (default: only the significance test over the search's lags).
+    """
+    if clip is None:
+        clip = read_clip(clip_path, stream=stream)
+    _check_clip(clip)
+    if discovery is None:
+        discovery = discover(roots)
+    warnings = list(discovery.warnings)
+    if not discovery.stems:
+        raise InputError("no readable stems: " + "; ".join(warnings))
+    if all(clip.duration_s > s.duration_s for s in discovery.stems):
+        longest = max(discovery.stems, key=lambda s: s.duration_s)
+        raise ClipError(
+            f"{clip.path}: the clip ({clip.duration_s:.2f} s) is longer than every stem "
+            f"(longest {longest.rel}, {longest.duration_s:.2f} s)"
+        )
+    if at is not None and not 0 <= at <= clip.duration_s:
+        raise InputError(f"--at {at:g} s lies outside the clip (0 to {clip.duration_s:.3f} s)")
+    if at is not None:
+        focus = (max(0.0, at - focus_s), min(clip.duration_s, at + focus_s))
+    else:
+        handle = min(HANDLE_S, 0.25 * clip.duration_s)
+        focus = (handle, clip.duration_s - handle)
+
+    by_rate: dict[int, tuple[np.ndarray, object]] = {}
+
+    def clip_at(sr: int):
+        if sr not in by_rate:
+            samples = resample(clip.samples, clip.samplerate, sr)
+            by_rate[sr] = (samples, make_template(to_mono(samples), sr))
+        return by_rate[sr]
+
+    scans: dict[int, list[ChannelScan]] = {}
+    stems: list[Stem] = []
+    for stem in discovery.stems:
+        if stem.frames < clip.duration_s * stem.samplerate * 0.5:
+            continue
+        _, tmpl = clip_at(stem.samplerate)
+        try:
+            scans[len(stems)] = scan_file(stem.path, tmpl, stem.frames, stem.channels)
+            stems.append(stem)
+        except WhichsoundError as exc:
+            warnings.append(str(exc))
+    if not stems:
+        raise InputError("no stem could be searched: " + "; ".join(warnings))
+
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for i, stem in enumerate(stems):
+        groups[stem.timeline_key()].append(i)
+
+    hyps: list[Hypothesis] = []
+    for key, members in groups.items():
+        hyps.extend(_group_hypotheses(key, members, stems, scans, clip_at, focus, band))
+    best_by_group: dict[tuple, Hypothesis] = {}
+    for h in hyps:
+        cur = best_by_group.get(h.group)
+        if cur is None or h.decomposition.explained > cur.decomposition.explained:
+            best_by_group[h.group] = h
+    winner = max(best_by_group.values(), key=lambda h: h.decomposition.explained)
+
+    n_lags = sum(len(s.pooled) * s.hop for ss in scans.values() for s in ss)
+    zcrit = _z_critical(n_lags)
+    matches = _matches(stems, scans, best_by_group, winner)
+    verdict = _verdict(winner, matches, zcrit, min_score)
+    timeline = [
+        (t, {winner.stems[i].rel: v for i, v in sh.items()}, r) for t, sh, r in winner.decomposition.timeline()
+    ]
+    return LocateResult(clip, verdict, matches, warnings, timeline, focus, band)
+
+
+def _peak_bins(curve: np.ndarray, count: int, exclusion: int) -> list[int]:
+    """Indices of the `count` largest values of `curve`, at least `exclusion` bins apart."""
+    order = np.argsort(curve)[::-1]
+    picked: list[int] = []
+    for k in order[: max(count * (2 * exclusion + 1) * 4, 64)]:
+        if all(abs(int(k) - p) > exclusion for p in picked):
+            picked.append(int(k))
+            if len(picked) == count:
+                break
+    return picked
+
+
+def _group_hypotheses(key, members, stems, scans, clip_at, focus, band) -> list[Hypothesis]:
+    """Candidate lags for one timeline (joint curve peaks and each member's own peak), refined and fitted."""
+    first = scans[members[0]][0]
+    nb = min(len(scans[m][0].pooled) for m in members)
+    joint = np.zeros(nb, dtype=np.float64)
+    for m in members:
+        best = np.max(np.stack([np.maximum(s.pooled[:nb], 0.0) for s in scans[m]]), axis=0)
+        joint += best.astype(np.float64) ** 2
+    bins = set(_peak_bins(joint, _CANDIDATES_PER_GROUP, 2))
+    for m in members:
+        top = max(scans[m], key=lambda s: s.best)
+        bins.add((top.best_lag - first.lag0) // first.hop)
+    lags = set()
+    for b in sorted(bins):
+        centre = first.lag0 + b * first.hop + first.hop // 2
+        lag = _refine_group(members, stems, scans, clip_at, centre, first.hop)
+        lags.add(round(lag[0], 3))
+    out = []
+    for lag in sorted(lags):
+        out.append(_fit(key, members, stems, clip_at, lag, focus, band))
+    return out
+
+
+def _refine_group(members, stems, scans, clip_at, centre: int, hop: int) -> tuple[float, float]:
+    """Full-rate lag of the strongest channel among the group's stems near `centre`."""
+    best = (float(centre), -2.0)
+    for m in members:
+        _, tmpl = clip_at(stems[m].samplerate)
+        for lag, val in refine_peak(stems[m].path, tmpl, centre, radius=hop):
+            if val > best[1]:
+                best = (lag, val)
+    return best
+
+
+def _aligned(stem: Stem, lag: float, n: int) -> np.ndarray:
+    """The stem's samples under the clip at fractional `lag`: (n, channels), fractional part by FFT delay."""
+    i = math.floor(lag)
+    frac = lag - i
+    if abs(frac) < 1e-3:
+        return read_segment(stem.path, i, n)
+    pad = 64
+    seg = read_segment(stem.path, i - pad, n + 2 * pad + 1).astype(np.float64)
+    m = seg.shape[0]
+    spec = np.fft.rfft(seg, axis=0)
+    k = np.arange(spec.shape[0])
+    spec *= np.exp(2j * np.pi * k * frac / m)[:, None]  # advance by frac samples
+    out = np.fft.irfft(spec, m, axis=0)
+    return out[pad : pad + n].astype(np.float32)
+
+
+def _fit(key, members, stems, clip_at, lag: float, focus, band) -> Hypothesis:
+    sr = stems[members[0]].samplerate
+    samples, tmpl = clip_at(sr)
+    n = samples.shape[0]
+    regs = [_aligned(stems[m], lag, n) for m in members]
+    dec = decompose(samples, regs, sr, focus=focus, band=band)
+    peaks = []
+    for m in members:
+        _, t = clip_at(stems[m].samplerate)
+        res = refine_peak(stems[m].path, t, int(round(lag)), radius=4)
+        ch = int(np.argmax([v for _, v in res]))
+        peaks.append((ch, res[ch][0], res[ch][1]))
+    return Hypothesis(key, tuple(stems[m] for m in members), lag, tuple(peaks), dec)
+
+
+def _matches(stems, scans, best_by_group, winner) -> list[Match]:
+    """One match per stem file: at its timeline's best lag, with its share there."""
+    out = []
+    for h in best_by_group.values():
+        for j, stem in enumerate(h.stems):
+            idx = stems.index(stem)
+            ch, lag, val = h.peaks[j]
+            s = scans[idx][ch]
+            own = max(scans[idx], key=lambda c: c.best)
+            z = (val - s.sum_c / max(s.count, 1)) / s.sigma
+            disagrees = own.best > 0.3 and abs(own.best_lag - lag) > stem.samplerate * 0.001 and own.best > val + 0.05
+            out.append(
+                Match(
+                    stem=stem,
+                    channel=ch,
+                    offset=lag,
+                    score=val,
+                    z=float(z),
+                    share=h.decomposition.shares.get(j, 0.0),
+                    timeline_offset_disagrees=bool(disagrees),
+                )
+            )
+    in_winner = {id(s) for s in winner.stems}
+    out.sort(key=lambda m: (id(m.stem) in in_winner, m.share or 0.0, m.score), reverse=True)
+    return out
+
+
+def _verdict(winner: Hypothesis, matches: list[Match], zcrit: float, min_score: float | None) -> Verdict:
+    dec = winner.decomposition
+    in_winner = [m for m in matches if any(m.stem is s for s in winner.stems)]
+    top = max(in_winner, key=lambda m: m.share or 0.0)
+    second = max([m.share or 0.0 for m in in_winner if m is not top], default=0.0)
+    aligned = max(m.z for m in in_winner) >= zcrit and (min_score is None or top.score >= min_score)
+    shares_txt = ", ".join(f"{m.stem.role} {m.share:.2f}" for m in sorted(in_winner, key=lambda m: -(m.share or 0))[:3])
+    if not aligned or dec.residual >= (top.share or 0.0):
+        why = (
+            f"residual {dec.residual:.2f} outweighs every stem ({shares_txt})"
+            if aligned
+            else "no stem correlates with it above the noise floor"
+        )
+        conf = _confidence_none(dec.residual, top.share or 0.0, aligned)
+        text = f"In no stem: {why}. It was added after the stems (print, review copy or room)."
+        return Verdict(None, "none", conf, dec.residual, text)
+    conf = _confidence(top.share or 0.0, max(second, dec.residual), top.z, zcrit)
+    top = Match(**{**top.__dict__, "confidence": conf})
+    where = f"{top.stem.rel} at {top.offset_s:.3f} s"
+    role = ROLE_NAMES.get(top.stem.role, "other")
+    kind = "production take" if top.stem.role == "PROD" else f"{role} stem"
+    text = f"In the {kind} {where} (shares: {shares_txt}, residual {dec.residual:.2f})."
+    return Verdict(top, top.stem.origin, conf, dec.residual, text)
+
+
+def _confidence(share: float, runner_up: float, z: float, zcrit: float) -> float:
+    """Provisional confidence from the share margin and the peak's significance (calibrated later)."""
+    margin = share - runner_up
+    s = 4.0 * margin + 0.15 * (z - zcrit)
+    return float(1.0 / (1.0 + math.exp(-s)))
+
+
+def _confidence_none(residual: float, top_share: float, aligned: bool) -> float:
+    if not aligned:
+        return 0.9
+    return float(1.0 / (1.0 + math.exp(-6.0 * (residual - top_share))))

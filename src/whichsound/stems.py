@@ -1,0 +1,235 @@
+"""Stem discovery: every audio file under the --stems folders, its role, its timeline and its metadata.
+
+Roles come from folder and file-name tokens (DX, FX, FOL, BG, MX, production folders and take-like names)
+and can be overridden by a manifest file ``whichsound-roles.txt`` in a stems folder, one rule a line::
+
+    # pattern (glob on the path relative to the folder) = role
+    R1_*.wav = FX
+    dialogue/** = DX
+    ADR_*.wav = DX
+
+Roles (JSON `role`): DX dialogue, PROD production take, FX effects, FOL foley, BG backgrounds, MX music,
+OTHER. The first matching rule wins; rules beat the name heuristics.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+from whichsound.audio import AUDIO_EXTENSIONS, probe
+from whichsound.errors import AudioReadError, InputError, WhichsoundError
+
+__all__ = ["ROLES", "ROLE_NAMES", "MANIFEST_NAME", "Stem", "Discovery", "discover", "infer_role", "origin_of"]
+
+ROLES = ("DX", "PROD", "FX", "FOL", "BG", "MX", "OTHER")
+ROLE_NAMES = {
+    "DX": "dialogue",
+    "PROD": "production",
+    "FX": "effects",
+    "FOL": "foley",
+    "BG": "backgrounds",
+    "MX": "music",
+    "OTHER": "other",
+}
+MANIFEST_NAME = "whichsound-roles.txt"
+
+_TOKENS = {
+    "DX": {"dx", "dia", "dial", "dialog", "dialogue", "dlg", "adr", "vo"},
+    "PROD": {"prod", "production", "location", "loc", "dailies", "sound_rolls", "soundrolls", "rolls"},
+    "FX": {"fx", "sfx", "effects", "efx", "hfx", "pfx"},
+    "FOL": {"fol", "foley", "fs", "footsteps"},
+    "BG": {"bg", "bgs", "amb", "ambience", "ambiences", "atmos", "backgrounds", "background"},
+    "MX": {"mx", "mus", "music", "score", "songs", "song"},
+}
+_ROLE_ALIASES = {name: role for role, name in ROLE_NAMES.items()} | {r.lower(): r for r in ROLES}
+_ROLE_ALIASES |= {"effects": "FX", "sfx": "FX", "take": "PROD", "takes": "PROD", "dialog": "DX"}
+# "12A_T03", "sc12_tk3", "T004", "12-3" : recorder take names.
+_TAKE_RE = re.compile(r"(^|[_\-\s])(t|tk|take)\d+($|[_\-\s])|^\d+[a-z]?[_\-]\d+$|^sc\d+", re.IGNORECASE)
+
+
+def origin_of(role: str | None) -> str:
+    """The verdict's origin for a role: production (takes, dialogue), post (FX/FOL/BG), music, or other."""
+    if role in ("DX", "PROD"):
+        return "production"
+    if role in ("FX", "FOL", "BG"):
+        return "post"
+    if role == "MX":
+        return "music"
+    return "post" if role == "OTHER" else "none"
+
+
+@dataclass(frozen=True)
+class Stem:
+    """One audio file to search: where it was found, its role and format, and its metadata clock."""
+
+    path: Path
+    root: str  # the --stems folder exactly as the user gave it
+    rel: str  # path relative to root, with '/' separators
+    role: str
+    samplerate: int
+    channels: int
+    frames: int
+    track_names: tuple[str | None, ...] = ()
+    time_reference: int | None = None  # samples since midnight (bext)
+    fps: Fraction | None = None
+    drop_frame: bool | None = None
+    scene: str | None = None
+    take: str | None = None
+    tape: str | None = None
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames / self.samplerate
+
+    @property
+    def origin(self) -> str:
+        return origin_of(self.role)
+
+    def track_name(self, channel: int) -> str | None:
+        """The recorder's or editor's name for a channel (0-based), when the file carries one."""
+        return self.track_names[channel] if channel < len(self.track_names) else None
+
+    def timeline_key(self) -> tuple:
+        """Files with the same key were printed on one timeline and share one offset to a clip.
+
+        Production takes are each their own timeline; other stems share one per folder, rate, length
+        (to the frame at 24 fps) and start time.
+        """
+        if self.role == "PROD":
+            return ("take", str(self.path))
+        return (self.root, self.samplerate, round(self.frames / (self.samplerate / 24)), self.time_reference)
+
+
+@dataclass
+class Discovery:
+    """What discover() found: searchable stems and one warning per file it had to skip."""
+
+    stems: list[Stem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _tokens(text: str) -> set[str]:
+    return {t for t in re.split(r"[^a-z0-9]+", text.lower()) if t}
+
+
+def infer_role(rel_path: str, root: str = "") -> str:
+    """Role of a file from its name tokens first, then its folders' (nearest first), then the root's."""
+    parts = Path(rel_path).parts
+    name = Path(rel_path).stem
+    candidates = [name, *reversed(parts[:-1]), Path(root).name]
+    in_production = False
+    for i, part in enumerate(candidates):
+        toks = _tokens(part)
+        for role in ("DX", "FOL", "BG", "MX", "FX", "PROD"):
+            if toks & _TOKENS[role]:
+                if role == "PROD" and i == 0:
+                    return "PROD"
+                if role == "PROD":
+                    in_production = True
+                    break
+                return role
+        if in_production:
+            break
+    if in_production:
+        return "PROD"
+    if _TAKE_RE.search(name) and any(_tokens(p) & _TOKENS["PROD"] for p in candidates[1:]):
+        return "PROD"
+    return "OTHER"
+
+
+def _read_manifest(root: Path) -> list[tuple[str, str]]:
+    """Rules (glob, role) from the folder's manifest; a bad line raises InputError naming it."""
+    path = root / MANIFEST_NAME
+    if not path.is_file():
+        return []
+    rules = []
+    for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if "=" not in line:
+            raise InputError(f"{path}: line {n}: expected 'pattern = role', got {line!r}")
+        pattern, role = (s.strip() for s in line.rsplit("=", 1))
+        canon = _ROLE_ALIASES.get(role.lower())
+        if canon is None:
+            raise InputError(f"{path}: line {n}: unknown role {role!r} (use one of {', '.join(ROLES)})")
+        rules.append((pattern, canon))
+    return rules
+
+
+def _manifest_role(rules: list[tuple[str, str]], rel: str) -> str | None:
+    for pattern, role in rules:
+        if fnmatch.fnmatch(rel, pattern) or fnmatch.fnmatch(Path(rel).name, pattern):
+            return role
+    return None
+
+
+def discover(roots: list[str], *, read_metadata: bool = True) -> Discovery:
+    """Find every audio file under each root (recursively, sorted), with role, format and BWF/iXML metadata.
+
+    A missing root or one without audio raises InputError; an unreadable file becomes a warning.
+    """
+    found = Discovery()
+    seen: set[Path] = set()
+    for root in roots:
+        base = Path(root)
+        if not base.exists():
+            raise InputError(f"{root}: stems folder not found")
+        if not base.is_dir():
+            raise InputError(f"{root}: not a folder (give --stems a folder of stems)")
+        rules = _read_manifest(base)
+        files = []
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for fn in sorted(filenames):
+                if fn.startswith(".") or Path(fn).suffix.lower() not in AUDIO_EXTENSIONS:
+                    continue
+                files.append(Path(dirpath) / fn)
+        if not files:
+            raise InputError(f"{root}: no audio files in this folder")
+        for path in files:
+            resolved = path.resolve()
+            if resolved in seen:
+                continue
+            seen.add(resolved)
+            rel = path.relative_to(base).as_posix()
+            try:
+                found.stems.append(_make_stem(path, root, rel, rules, read_metadata))
+            except WhichsoundError as exc:
+                found.warnings.append(str(exc))
+    return found
+
+
+def _make_stem(path: Path, root: str, rel: str, rules, read_metadata: bool) -> Stem:
+    info = probe(path)
+    role = _manifest_role(rules, rel) or infer_role(rel, root)
+    meta = None
+    if read_metadata and path.suffix.lower() in {".wav", ".wave", ".bwf", ".rf64"}:
+        try:
+            from whichsound.bwf import read_bwf_info
+
+            meta = read_bwf_info(path)
+        except AudioReadError:
+            raise
+        except Exception:  # metadata is a bonus: never lose a stem over it
+            meta = None
+    names: tuple[str | None, ...] = ()
+    kwargs = {}
+    if meta is not None:
+        names = tuple(meta.track_names)[: info.channels]
+        kwargs = dict(
+            time_reference=meta.time_reference,
+            fps=meta.fps,
+            drop_frame=meta.drop_frame,
+            scene=meta.scene,
+            take=meta.take,
+            tape=meta.tape,
+        )
+        if role == "OTHER" and (meta.scene or meta.take) and _TAKE_RE.search(path.stem):
+            role = "PROD"
+    return Stem(path, root, rel, role, info.samplerate, info.channels, info.frames, names, **kwargs)
