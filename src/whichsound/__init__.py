@@ -8,17 +8,17 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 __all__ = [
-    "__version__",
-    "locate",
-    "LocateResult",
-    "Match",
-    "Verdict",
-    "discover",
-    "WhichsoundError",
-    "InputError",
     "AudioReadError",
     "ClipError",
+    "InputError",
+    "LocateResult",
+    "Match",
     "TimecodeError",
+    "Verdict",
+    "WhichsoundError",
+    "__version__",
+    "discover",
+    "locate",
 ]
 
 _LAZY = {

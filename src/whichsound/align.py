@@ -20,13 +20,13 @@ import numpy as np
 from whichsound.audio import AudioReadError, _short
 
 __all__ = [
-    "Template",
+    "DEFAULT_HOP",
     "ChannelScan",
+    "Template",
     "make_template",
-    "scan_file",
     "ncc_lags",
     "refine_peak",
-    "DEFAULT_HOP",
+    "scan_file",
 ]
 
 #: Lags per pooled bin (2.7 ms at 48 kHz): the resolution of the coarse lag curves.

@@ -9,11 +9,11 @@ the residual is larger than every stem's share, the sound is in no stem.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Decomposition", "decompose", "stft", "band_edges", "Match", "Verdict"]
+__all__ = ["Decomposition", "Match", "Verdict", "band_edges", "decompose", "stft"]
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ class Decomposition:
         if len(self.times) < 2:
             return []
         hop_s = float(self.times[1] - self.times[0])
-        step = max(1, int(round(step_s / hop_s)))
+        step = max(1, round(step_s / hop_s))
         out = []
         for f0 in range(0, len(self.times), step):
             sl = slice(f0, f0 + step)

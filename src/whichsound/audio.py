@@ -19,10 +19,10 @@ __all__ = [
     "AUDIO_EXTENSIONS",
     "AudioInfo",
     "Clip",
+    "iter_blocks",
     "probe",
     "read_clip",
     "read_segment",
-    "iter_blocks",
     "resample",
     "to_mono",
 ]

@@ -21,7 +21,7 @@ from whichsound.audio import Clip, read_clip, read_segment, resample, to_mono
 from whichsound.errors import ClipError, InputError, WhichsoundError
 from whichsound.stems import ROLE_NAMES, Discovery, Stem, discover
 
-__all__ = ["locate", "LocateResult", "Hypothesis", "DEFAULT_FOCUS_S"]
+__all__ = ["DEFAULT_FOCUS_S", "Hypothesis", "LocateResult", "locate"]
 
 #: Half-width (seconds) of the attribution window around --at.
 DEFAULT_FOCUS_S = 0.1
@@ -226,14 +226,14 @@ def _aligned(stem: Stem, lag: float, n: int) -> np.ndarray:
 
 def _fit(key, members, stems, clip_at, lag: float, focus, band) -> Hypothesis:
     sr = stems[members[0]].samplerate
-    samples, tmpl = clip_at(sr)
+    samples, _tmpl = clip_at(sr)
     n = samples.shape[0]
     regs = [_aligned(stems[m], lag, n) for m in members]
     dec = decompose(samples, regs, sr, focus=focus, band=band)
     peaks = []
     for m in members:
         _, t = clip_at(stems[m].samplerate)
-        res = refine_peak(stems[m].path, t, int(round(lag)), radius=4)
+        res = refine_peak(stems[m].path, t, round(lag), radius=4)
         ch = int(np.argmax([v for _, v in res]))
         peaks.append((ch, res[ch][0], res[ch][1]))
     return Hypothesis(key, tuple(stems[m] for m in members), lag, tuple(peaks), dec)

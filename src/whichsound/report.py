@@ -10,7 +10,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["locate_json", "match_json", "verdict_json", "stem_timecode", "hms", "render_locate", "write_atomic"]
+__all__ = ["hms", "locate_json", "match_json", "render_locate", "stem_timecode", "verdict_json", "write_atomic"]
 
 
 def hms(seconds: float | None) -> str:
@@ -18,7 +18,7 @@ def hms(seconds: float | None) -> str:
     if seconds is None:
         return ""
     sign = "-" if seconds < 0 else ""
-    ms = int(round(abs(seconds) * 1000))
+    ms = round(abs(seconds) * 1000)
     h, rem = divmod(ms, 3_600_000)
     m, rem = divmod(rem, 60_000)
     s, ms = divmod(rem, 1000)
@@ -35,7 +35,7 @@ def stem_timecode(stem, offset_samples: float | None) -> str | None:
         return None
     fps = stem.fps
     rate = FrameRate(fps.numerator, fps.denominator, bool(stem.drop_frame))
-    return samples_to_timecode(stem.time_reference + int(round(offset_samples)), rate, stem.samplerate)
+    return samples_to_timecode(stem.time_reference + round(offset_samples), rate, stem.samplerate)
 
 
 def match_json(m) -> dict:

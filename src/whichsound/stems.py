@@ -24,7 +24,7 @@ from pathlib import Path
 from whichsound.audio import AUDIO_EXTENSIONS, probe
 from whichsound.errors import AudioReadError, InputError, WhichsoundError
 
-__all__ = ["ROLES", "ROLE_NAMES", "MANIFEST_NAME", "Stem", "Discovery", "discover", "infer_role", "origin_of"]
+__all__ = ["MANIFEST_NAME", "ROLES", "ROLE_NAMES", "Discovery", "Stem", "discover", "infer_role", "origin_of"]
 
 ROLES = ("DX", "PROD", "FX", "FOL", "BG", "MX", "OTHER")
 ROLE_NAMES = {
@@ -222,14 +222,14 @@ def _make_stem(path: Path, root: str, rel: str, rules, read_metadata: bool) -> S
     kwargs = {}
     if meta is not None:
         names = tuple(meta.track_names)[: info.channels]
-        kwargs = dict(
-            time_reference=meta.time_reference,
-            fps=meta.fps,
-            drop_frame=meta.drop_frame,
-            scene=meta.scene,
-            take=meta.take,
-            tape=meta.tape,
-        )
+        kwargs = {
+            "time_reference": meta.time_reference,
+            "fps": meta.fps,
+            "drop_frame": meta.drop_frame,
+            "scene": meta.scene,
+            "take": meta.take,
+            "tape": meta.tape,
+        }
         if role == "OTHER" and (meta.scene or meta.take) and _TAKE_RE.search(path.stem):
             role = "PROD"
     return Stem(path, root, rel, role, info.samplerate, info.channels, info.frames, names, **kwargs)
