@@ -98,7 +98,7 @@ def main() -> None:
         meta.write_text(json.dumps({"clip_at": clip_at}))
         print(f"made {stem.name}: {stem.stat().st_size / 1e6:.0f} MB in {time.perf_counter() - t0:.1f} s")
     clip_at = json.loads(meta.read_text())["clip_at"]
-    wall_cat, _, _, _ = run(["cat", str(stem)])  # page cache warm-up and the floor for reading
+    run(["sh", "-c", f"cat '{stem}' > /dev/null"])  # warm the page cache
     wall_cat, rss_cat, _, _ = run(["sh", "-c", f"cat '{stem}' > /dev/null"])
     cmd = [sys.executable, "-m", "whichsound", "locate", str(clip_path), "--stems", str(stems), "--json"]
     wall, rss, rc, out = run(cmd)

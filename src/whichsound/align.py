@@ -209,7 +209,9 @@ class ChannelScan:
 def scan_file(path, tmpl: Template, frames: int, channels: int, *, hop: int = DEFAULT_HOP) -> list[ChannelScan]:
     """Correlate the clip against every channel of a stem file over its whole length, in bounded blocks.
 
-    Lags run from -len(clip)//2 (clip half before the file) to frames - len(clip)//2.
+    Lags run from -len(clip)//2 (clip half before the file) to frames - len(clip)//2. The coarse curve
+    normalises each bin of `hop` lags by the stem window's energy at the bin's centre: the window is far
+    longer than a bin, so that energy hardly changes inside it (refine_peak recomputes exactly).
     """
     import soundfile as sf
     from scipy import fft
@@ -224,6 +226,8 @@ def scan_file(path, tmpl: Template, frames: int, channels: int, *, hop: int = DE
     scans = [ChannelScan(ch, lag0, hop, np.full(nbins, -1.0, dtype=np.float32)) for ch in range(channels)]
     conj = tmpl.conj_spectrum(n)[:, None]
     filt = tmpl.filter_spectrum(n)[:, None]
+    q0 = M - 1
+    span, frac = divmod(Lt, hop)
     buf = np.zeros((n, channels), dtype=np.float32)
     try:
         with sf.SoundFile(str(path)) as f:
@@ -234,27 +238,43 @@ def scan_file(path, tmpl: Template, frames: int, channels: int, *, hop: int = DE
                 if hi > lo:
                     f.seek(lo)
                     f.read(hi - lo, dtype="float32", always_2d=True, out=buf[lo - v : hi - v])
-                cnt = min(step, lag_end - v)
                 B = fft.rfft(buf, axis=0, workers=-1)
                 c = fft.irfft(B * conj, n, axis=0, workers=-1)
                 y = fft.irfft(B * filt, n, axis=0, workers=-1)
                 del B
-                ncc = _normalise(c, y, tmpl, M - 1, cnt, Lt)
+                nb = step // hop
+                # Energy of the filtered stem in hop-long chunks from q0, then per bin-centre window sums.
+                need = (nb + span + 2) * hop
+                yy = y[q0 : q0 + need]
+                chunks = np.zeros((nb + span + 2, channels))
+                m = yy.shape[0] // hop
+                chunks[:m] = np.einsum("khc,khc->kc", yy[: m * hop].reshape(m, hop, channels),
+                                       yy[: m * hop].reshape(m, hop, channels), dtype=np.float64)
+                cs = np.concatenate([np.zeros((1, channels)), np.cumsum(chunks, axis=0)])
+                k = np.arange(nb + 1)
+                e_edge = cs[k + span] - cs[k] + chunks[np.minimum(k + span, len(chunks) - 1)] * (frac / hop)
+                e = 0.5 * (e_edge[:-1] + e_edge[1:])  # (nb, ch) at bin centres
+                cc = c[q0 : q0 + nb * hop].reshape(nb, hop, channels)
+                denom = np.sqrt(np.maximum(e, 0.0) * tmpl.energy)
+                ok = e > tmpl.energy * 1e-9 + 1e-20
+                inv = np.zeros_like(denom)
+                np.divide(1.0, denom, out=inv, where=ok)
+                cmax = cc.max(axis=1)
+                pooled = np.clip(cmax * inv, -1.0, 1.0).astype(np.float32)
+                s1 = cc.sum(axis=1, dtype=np.float64) * inv
+                s2 = np.einsum("bhc,bhc->bc", cc, cc, dtype=np.float64) * inv**2
                 del c, y
-                k0 = (v - lag0) // hop
-                nb = (cnt + hop - 1) // hop
-                padded = np.full((nb * hop, channels), -1.0, dtype=np.float32)
-                padded[:cnt] = ncc
-                pooled = padded.reshape(nb, hop, channels).max(axis=1)
+                kb0 = (v - lag0) // hop
+                valid = min(nb, nbins - kb0)
                 for ch, s in enumerate(scans):
-                    s.pooled[k0 : k0 + nb] = pooled[:, ch]
-                    col = ncc[:, ch]
-                    s.sum_c += float(col.sum(dtype=np.float64))
-                    s.sum_c2 += float(np.dot(col, col))
-                    s.count += cnt
-                    i = int(np.argmax(col))
-                    if col[i] > s.best:
-                        s.best, s.best_lag = float(col[i]), v + i
+                    s.pooled[kb0 : kb0 + valid] = pooled[:valid, ch]
+                    s.sum_c += float(s1[:valid, ch].sum())
+                    s.sum_c2 += float(s2[:valid, ch].sum())
+                    s.count += valid * hop
+                    i = int(np.argmax(pooled[:valid, ch]))
+                    if pooled[i, ch] > s.best:
+                        s.best = float(pooled[i, ch])
+                        s.best_lag = v + i * hop + int(np.argmax(cc[i, :, ch]))
                 v += step
     except AudioReadError:
         raise

@@ -50,6 +50,7 @@ class Verdict:
     residual_share: float | None
     text: str
     production: dict | None = None
+    evidence: dict | None = None
 
 
 @dataclass

@@ -269,36 +269,59 @@ def _matches(stems, scans, best_by_group, winner) -> list[Match]:
 def _verdict(winner: Hypothesis, matches: list[Match], zcrit: float, min_score: float | None) -> Verdict:
     dec = winner.decomposition
     in_winner = [m for m in matches if any(m.stem is s for s in winner.stems)]
-    top = max(in_winner, key=lambda m: m.share or 0.0)
-    second = max([m.share or 0.0 for m in in_winner if m is not top], default=0.0)
-    aligned = max(m.z for m in in_winner) >= zcrit and (min_score is None or top.score >= min_score)
-    shares_txt = ", ".join(f"{m.stem.role} {m.share:.2f}" for m in sorted(in_winner, key=lambda m: -(m.share or 0))[:3])
-    if not aligned or dec.residual >= (top.share or 0.0):
+    ranked = sorted(in_winner, key=lambda m: -(m.share or 0.0))
+    top = ranked[0]
+    top_share = top.share or 0.0
+    second = ranked[1].share or 0.0 if len(ranked) > 1 else 0.0
+    zmax = max(m.z for m in in_winner)
+    aligned = zmax >= zcrit and (min_score is None or top.score >= min_score)
+    evidence = {
+        "top_share": round(top_share, 4),
+        "second_share": round(second, 4),
+        "residual": round(dec.residual, 4),
+        "explained": round(dec.explained, 4),
+        "z": round(zmax, 2),
+        "z_critical": round(zcrit, 2),
+        "score": round(top.score, 4),
+    }
+    shares_txt = ", ".join(f"{m.stem.role} {m.share:.2f}" for m in ranked[:3])
+    if not aligned or dec.residual >= top_share:
         why = (
             f"residual {dec.residual:.2f} outweighs every stem ({shares_txt})"
             if aligned
             else "no stem correlates with it above the noise floor"
         )
-        conf = _confidence_none(dec.residual, top.share or 0.0, aligned)
+        conf = confidence_none(dec.residual, top_share, zmax - zcrit, aligned)
         text = f"In no stem: {why}. It was added after the stems (print, review copy or room)."
-        return Verdict(None, "none", conf, dec.residual, text)
-    conf = _confidence(top.share or 0.0, max(second, dec.residual), top.z, zcrit)
+        return Verdict(None, "none", conf, dec.residual, text, evidence=evidence)
+    conf = confidence_found(top_share, second, dec.residual, zmax - zcrit)
     top = Match(**{**top.__dict__, "confidence": conf})
     where = f"{top.stem.rel} at {top.offset_s:.3f} s"
     role = ROLE_NAMES.get(top.stem.role, "other")
     kind = "production take" if top.stem.role == "PROD" else f"{role} stem"
     text = f"In the {kind} {where} (shares: {shares_txt}, residual {dec.residual:.2f})."
-    return Verdict(top, top.stem.origin, conf, dec.residual, text)
+    return Verdict(top, top.stem.origin, conf, dec.residual, text, evidence=evidence)
 
 
-def _confidence(share: float, runner_up: float, z: float, zcrit: float) -> float:
-    """Provisional confidence from the share margin and the peak's significance (calibrated later)."""
-    margin = share - runner_up
-    s = 4.0 * margin + 0.15 * (z - zcrit)
-    return float(1.0 / (1.0 + math.exp(-s)))
+def _logistic(v: float) -> float:
+    return float(1.0 / (1.0 + math.exp(-max(min(v, 40.0), -40.0))))
 
 
-def _confidence_none(residual: float, top_share: float, aligned: bool) -> float:
+#: Logistic weights (intercept, share margin, residual margin, log1p(z excess)) for a found verdict and
+#: (intercept, residual - top share, log1p(z excess)) for "none"; fitted by benchmarks/calibrate.py.
+CAL_FOUND = (0.0, 4.0, 2.0, 0.5)
+CAL_NONE = (0.0, 6.0, 0.0)
+
+
+def confidence_found(top: float, second: float, residual: float, z_excess: float) -> float:
+    """Probability that a found verdict names the right stem, from the share margins and the peak's height."""
+    w = CAL_FOUND
+    return _logistic(w[0] + w[1] * (top - second) + w[2] * (top - residual) + w[3] * math.log1p(max(z_excess, 0.0)))
+
+
+def confidence_none(residual: float, top: float, z_excess: float, aligned: bool) -> float:
+    """Probability that "in no stem" is right, from how far the residual outweighs the best stem."""
     if not aligned:
         return 0.9
-    return float(1.0 / (1.0 + math.exp(-6.0 * (residual - top_share))))
+    w = CAL_NONE
+    return _logistic(w[0] + w[1] * (residual - top) + w[2] * math.log1p(max(z_excess, 0.0)))

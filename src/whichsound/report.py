@@ -77,6 +77,8 @@ def verdict_json(v) -> dict:
     }
     if v.production is not None:
         out["production"] = v.production
+    if v.evidence is not None:
+        out["evidence"] = v.evidence
     return out
 
 
