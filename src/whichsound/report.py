@@ -105,30 +105,35 @@ def render_locate(result, console, *, top: int = 10) -> None:
     """Print the matches table and the verdict sentence to a rich console."""
     from rich.table import Table
 
-    table = Table(title=f"{result.clip.path.name}  ({result.clip.duration_s:.2f} s)", title_justify="left")
-    for col, just in (("stem", "left"), ("role", "left"), ("ch", "right"), ("position", "right"),
-                      ("timecode", "right"), ("score", "right"), ("share", "right"), ("conf", "right")):
-        table.add_column(col, justify=just)
+    table = Table(title=f"{result.clip.path.name}  ({result.clip.duration_s:.2f} s)", title_justify="left",
+                  box=None, header_style="bold", pad_edge=False)
+    table.add_column("stem", overflow="fold")
+    table.add_column("role")
+    table.add_column("ch", no_wrap=True)
+    table.add_column("seconds", justify="right", no_wrap=True)
+    table.add_column("h:mm:ss.mmm", justify="right", no_wrap=True)
+    table.add_column("timecode", justify="right", no_wrap=True)
+    table.add_column("score", justify="right", no_wrap=True)
+    table.add_column("share", justify="right", no_wrap=True)
     for m in result.matches[:top]:
-        ch = str(m.channel + 1)
         name = m.stem.track_name(m.channel)
-        if name:
-            ch += f" {name}"
+        bold = m is result.verdict.match or (result.verdict.match is not None and m.stem is result.verdict.match.stem)
         table.add_row(
             m.stem.rel,
             m.stem.role,
-            ch,
-            f"{m.offset_s:.4f} s\n{hms(m.offset_s)}",
-            stem_timecode(m.stem, m.offset) or "",
+            f"{m.channel + 1}" + (f" {name}" if name else ""),
+            f"{m.offset_s:.4f}",
+            hms(m.offset_s),
+            stem_timecode(m.stem, m.offset) or "-",
             f"{m.score:.3f}",
             "" if m.share is None else f"{m.share:.2f}",
-            f"{m.confidence:.2f}" if m is result.verdict.match else "",
+            style="bold" if bold else None,
         )
     for w in result.warnings:
         console.print(f"[yellow]warning:[/] {w}")
     console.print(table)
     style = "bold green" if result.found else "bold yellow"
-    console.print(f"[{style}]{result.verdict.text}[/] (confidence {result.verdict.confidence:.2f})")
+    console.print(f"[{style}]{result.verdict.text}[/] Confidence {result.verdict.confidence:.2f}.")
 
 
 def write_atomic(path: str | Path, text: str) -> None:
