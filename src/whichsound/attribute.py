@@ -143,13 +143,12 @@ def decompose(
     regressors: list[np.ndarray],
     samplerate: int,
     *,
-    focus: tuple[float, float] | None = None,
     band: tuple[float, float] | None = None,
 ) -> Decomposition:
     """Fit `clip` (n, cc) by the stems' channels (`regressors[i]`: (n, k_i), already aligned to the clip).
 
-    Gains are fitted on the whole clip (complex, one per stem channel and band); shares are measured over
-    `focus` = (start, end) seconds of the clip and `band` = (lo, hi) Hz when given.
+    Gains are fitted on the whole clip (complex, one per stem channel and band); energies are kept per frame
+    (see Decomposition.summarise for a focus) and only inside `band` = (lo, hi) Hz when given.
     """
     nfft = int(2 ** round(np.log2(samplerate / 47.0)))  # ~21 ms frames
     hop = nfft // 4
@@ -159,11 +158,6 @@ def decompose(
     A = np.concatenate(S, axis=2)  # (F, B, K)
     F, nb, K = A.shape
     t_frames = np.arange(F) * hop / samplerate
-    fmask = np.ones(F, dtype=bool)
-    if focus is not None:
-        fmask = (t_frames >= focus[0]) & (t_frames <= focus[1])
-        if not fmask.any():
-            fmask[int(np.argmin(np.abs(t_frames - 0.5 * (focus[0] + focus[1]))))] = True
     freqs = np.arange(nb) * samplerate / nfft
     bmask = np.ones(nb, dtype=bool)
     if band is not None:
@@ -191,4 +185,41 @@ def decompose(
             comp_e[:, i] += np.sum(np.abs(part) ** 2, axis=(1, 2))
         resid_e += np.sum(np.abs(y_b - fit_total) ** 2, axis=(1, 2))
         total_e += np.sum(np.abs(y_b) ** 2, axis=(1, 2))
-    return Decomposition(t_frames, comp_e, resid_e, total_e, fmask.astype(np.float64))
+    return Decomposition(t_frames, comp_e, resid_e, total_e, np.ones(F))
+
+
+def focus_weights(
+    times: np.ndarray,
+    total: np.ndarray,
+    duration_s: float,
+    *,
+    at: float | None = None,
+    handle_s: float = 0.25,
+    at_db: float = 6.0,
+    at_max_s: float = 0.2,
+) -> np.ndarray:
+    """Which STFT frames (centred at `times`, s) count as "the noise": 1 inside the focus, 0 outside.
+
+    With `at`: the frames around it whose energy (`total`, smoothed over 3 frames) stays within `at_db` dB
+    of the energy at `at`, at most `at_max_s` s either side: the pointed sound's own extent. Without: the
+    clip less its handles, up to `handle_s` s (and at most a quarter of the clip) at each end.
+    """
+    w = np.zeros(len(times))
+    if len(times) == 0:
+        return w
+    if at is None:
+        handle = min(handle_s, 0.25 * duration_s)
+        w[(times >= handle) & (times <= duration_s - handle)] = 1.0
+        if not w.any():
+            w[:] = 1.0
+        return w
+    sm = np.convolve(total, np.ones(3) / 3, mode="same")
+    k = int(np.argmin(np.abs(times - at)))
+    thr = sm[k] * 10 ** (-at_db / 10)
+    lo = hi = k
+    while lo > 0 and sm[lo - 1] >= thr and times[k] - times[lo - 1] <= at_max_s:
+        lo -= 1
+    while hi < len(times) - 1 and sm[hi + 1] >= thr and times[hi + 1] - times[k] <= at_max_s:
+        hi += 1
+    w[lo : hi + 1] = 1.0
+    return w

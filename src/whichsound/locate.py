@@ -16,15 +16,15 @@ from pathlib import Path
 import numpy as np
 
 from whichsound.align import ChannelScan, make_template, refine_peak, scan_file
-from whichsound.attribute import Decomposition, Match, Verdict, decompose
+from whichsound.attribute import Decomposition, Match, Verdict, decompose, focus_weights
 from whichsound.audio import Clip, read_clip, read_segment, resample, to_mono
 from whichsound.errors import ClipError, InputError, WhichsoundError
 from whichsound.stems import ROLE_NAMES, Discovery, Stem, discover
 
 __all__ = ["DEFAULT_FOCUS_S", "Hypothesis", "LocateResult", "locate"]
 
-#: Half-width (seconds) of the attribution window around --at.
-DEFAULT_FOCUS_S = 0.1
+#: Most (seconds) the attribution window reaches either side of --at.
+DEFAULT_FOCUS_S = 0.2
 #: Handles: a questioned clip is cut with some air around the noise; up to this much (s) at each end, and
 #: at most a quarter of the clip, counts as handle and not as the noise.
 HANDLE_S = 0.25
@@ -110,11 +110,7 @@ def locate(
         )
     if at is not None and not 0 <= at <= clip.duration_s:
         raise InputError(f"--at {at:g} s lies outside the clip (0 to {clip.duration_s:.3f} s)")
-    if at is not None:
-        focus = (max(0.0, at - focus_s), min(clip.duration_s, at + focus_s))
-    else:
-        handle = min(HANDLE_S, 0.25 * clip.duration_s)
-        focus = (handle, clip.duration_s - handle)
+    focus = {"at": at, "handle_s": HANDLE_S, "at_max_s": focus_s}
 
     by_rate: dict[int, tuple[np.ndarray, object]] = {}
 
@@ -159,7 +155,10 @@ def locate(
     timeline = [
         (t, {winner.stems[i].rel: v for i, v in sh.items()}, r) for t, sh, r in winner.decomposition.timeline()
     ]
-    return LocateResult(clip, verdict, matches, warnings, timeline, focus, band)
+    w = winner.decomposition.weights
+    t = winner.decomposition.times[w > 0]
+    span = (float(t.min()), float(t.max())) if len(t) else None
+    return LocateResult(clip, verdict, matches, warnings, timeline, span, band)
 
 
 def _peak_bins(curve: np.ndarray, count: int, exclusion: int) -> list[int]:
@@ -229,7 +228,8 @@ def _fit(key, members, stems, clip_at, lag: float, focus, band) -> Hypothesis:
     samples, _tmpl = clip_at(sr)
     n = samples.shape[0]
     regs = [_aligned(stems[m], lag, n) for m in members]
-    dec = decompose(samples, regs, sr, focus=focus, band=band)
+    dec = decompose(samples, regs, sr, band=band)
+    dec.weights = focus_weights(dec.times, dec.total, samples.shape[0] / sr, **focus)
     peaks = []
     for m in members:
         _, t = clip_at(stems[m].samplerate)
@@ -254,7 +254,7 @@ def _matches(stems, scans, best_by_group, winner) -> list[Match]:
                 Match(
                     stem=stem,
                     channel=ch,
-                    offset=lag,
+                    offset=h.lag,  # the timeline's joint lag: stronger than this file's own peak
                     score=val,
                     z=float(z),
                     share=h.decomposition.shares.get(j, 0.0),
