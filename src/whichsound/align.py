@@ -306,3 +306,102 @@ def refine_peak(path, tmpl: Template, lag: int, channels: list[int] | None = Non
                 frac = float(np.clip(0.5 * (a - c) / d, -0.5, 0.5))
         out.append((start + i + frac, float(col[i])))
     return out
+
+
+#: Speed changes met in post, as (clip speed relative to the stems, what causes it).
+STANDARD_SPEEDS = (
+    (1000 / 1001, "24 fps played at 23.976: pull-down"),
+    (1001 / 1000, "23.976 played at 24 fps: pull-up"),
+    (24 / 25, "25 fps played at 24: PAL slow-down"),
+    (25 / 24, "24 fps played at 25: PAL speed-up"),
+    (25 / (24000 / 1001), "23.976 played at 25 fps: PAL speed-up"),
+    ((24000 / 1001) / 25, "25 fps played at 23.976"),
+)
+
+
+def describe_speed(speed: float, tolerance: float = 2e-4) -> str:
+    """Words for a clip speed: '0.1 % slow (24 fps played at 23.976: pull-down)'."""
+    pct = (speed - 1.0) * 100
+    words = f"{abs(pct):.2g} % {'fast' if pct > 0 else 'slow'}" if abs(pct) >= 0.001 else "at the stems' speed"
+    for ratio, cause in STANDARD_SPEEDS:
+        if abs(speed / ratio - 1.0) < tolerance:
+            return f"{words} ({cause})"
+    return words
+
+
+def clip_in_stem_time(x: np.ndarray, clip_sr: int, stem_sr: int, speed: float = 1.0) -> np.ndarray:
+    """The clip resampled onto the stem's sample grid, undoing a playback speed.
+
+    `speed` is the clip's speed relative to the stem (1000/1001 = a 0.1 % slow pull-down): each clip second
+    carries `speed` seconds of stem time, so the clip is treated as sampled at clip_sr / speed.
+    """
+    from whichsound.audio import resample
+
+    return resample(x, clip_sr / speed, stem_sr)
+
+
+def refine_speed(
+    read,
+    x: np.ndarray,
+    clip_sr: int,
+    stem_sr: int,
+    lag: float,
+    *,
+    speed: float = 1.0,
+    iterations: int = 3,
+    piece_s: float = 0.25,
+    radius: int = 256,
+) -> tuple[float, float, float]:
+    """Refine (speed, lag) of a mono clip `x` near a coarse `lag` from the drift of short-window alignments.
+
+    `read(start, frames)` returns the reference (a stem's channel, or a timeline's stems summed) as mono
+    samples at `stem_sr`. The clip, put in stem time at the current speed, is cut into pieces of about
+    `piece_s`; each is aligned on its own within ±`radius` samples of where the estimate puts it; a weighted
+    line through the pieces' lags gives the residual stretch, which updates the speed. Returns (speed, lag
+    of the clip's first sample in stem samples, RMS of the pieces' peak NCC).
+    """
+    quality = 0.0
+    for it in range(iterations):
+        y = clip_in_stem_time(x, clip_sr, stem_sr, speed)
+        n = len(y)
+        k = int(np.clip(n // int(piece_s * stem_sr), 2, 16))
+        piece = n // k
+        if piece < 512:
+            break
+        r = radius if it == 0 else max(32, radius // 4)
+        ref = read(int(np.floor(lag)) - r, n + 2 * r + 1)
+        q, lags, weights = [], [], []
+        for j in range(k):
+            seg = y[j * piece : (j + 1) * piece]
+            if np.max(np.abs(seg)) < 1e-6:
+                continue
+            tm = make_template(seg, stem_sr)
+            lo = j * piece  # the piece's expected position in `ref` is lo + r (+ frac of lag)
+            window = ref[lo : lo + piece + 2 * r]
+            ncc = ncc_lags(tm, window).astype(np.float64)
+            if len(ncc) < 3:
+                continue
+            i = int(np.argmax(ncc))
+            frac = 0.0
+            if 0 < i < len(ncc) - 1:
+                a, b, c = ncc[i - 1], ncc[i], ncc[i + 1]
+                d = a - 2 * b + c
+                if d < 0:
+                    frac = float(np.clip(0.5 * (a - c) / d, -0.5, 0.5))
+            if ncc[i] > 0:
+                q.append(lo)
+                lags.append(int(np.floor(lag)) - r + lo + i + frac)
+                weights.append(ncc[i] ** 2)
+        if len(q) < 2:
+            break
+        qa, la, wa = np.array(q, float), np.array(lags), np.array(weights)
+        sw = np.sqrt(wa)
+        (a, slope), *_ = np.linalg.lstsq(np.stack([np.ones_like(qa), qa], axis=1) * sw[:, None], la * sw, rcond=None)
+        quality = float(np.sqrt(np.mean(wa)))
+        if not 0.9 < slope < 1.1:
+            break
+        speed *= float(slope)
+        lag = float(a)
+        if abs(slope - 1.0) < 2e-7:
+            break
+    return speed, lag, quality

@@ -15,7 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from whichsound.align import ChannelScan, make_template, refine_peak, scan_file
+from whichsound.align import (
+    ChannelScan,
+    Template,
+    describe_speed,
+    make_template,
+    refine_peak,
+    refine_speed,
+    scan_file,
+)
 from whichsound.attribute import Decomposition, Match, Verdict, decompose, focus_weights
 from whichsound.audio import Clip, read_clip, read_segment, resample, to_mono
 from whichsound.errors import ClipError, InputError, WhichsoundError
@@ -29,17 +37,35 @@ DEFAULT_FOCUS_S = 0.2
 #: at most a quarter of the clip, counts as handle and not as the noise.
 HANDLE_S = 0.25
 _CANDIDATES_PER_GROUP = 3
+#: A clip whose estimated speed is this close to 1 is taken as unchanged (real changes are >= 0.1 %).
+SPEED_TOLERANCE = 2e-5
+#: Speeds scanned again (PAL 25 <-> 24 fps) when the clip at speed 1 explains less than RESCAN_BELOW.
+RESCAN_SPEEDS = (24 / 25, 25 / 24)
+RESCAN_BELOW = 0.5
+
+
+@dataclass(frozen=True)
+class _Peak:
+    """A stem's best channel at a hypothesis's lag, and the stem's own best peak anywhere."""
+
+    channel: int
+    lag: float
+    ncc: float
+    z: float
+    own_lag: int
+    own_best: float
 
 
 @dataclass(frozen=True)
 class Hypothesis:
-    """One timeline aligned at one lag, with the decomposition of the clip it gives."""
+    """One timeline aligned at one lag and speed, with the decomposition of the clip it gives."""
 
     group: tuple
     stems: tuple[Stem, ...]
     lag: float  # stem samples (fractional), shared by the group
-    peaks: tuple[tuple[int, float, float], ...]  # per stem: (channel, lag, ncc) of its best channel
+    peaks: tuple[_Peak, ...]
     decomposition: Decomposition
+    speed: float = 1.0
 
 
 @dataclass
@@ -77,6 +103,22 @@ def _z_critical(n_lags: int) -> float:
     return math.sqrt(2.0 * math.log(max(n_lags, 2))) + 3.0
 
 
+class _ClipCache:
+    """The clip on each stem's sample grid, per (rate, speed): samples (n, ch) and their mono template."""
+
+    def __init__(self, clip: Clip):
+        self.clip = clip
+        self.mono = to_mono(clip.samples)
+        self._cache: dict[tuple[int, float], tuple[np.ndarray, Template]] = {}
+
+    def get(self, samplerate: int, speed: float = 1.0) -> tuple[np.ndarray, Template]:
+        key = (samplerate, round(speed, 10))
+        if key not in self._cache:
+            samples = resample(self.clip.samples, self.clip.samplerate / speed, samplerate)
+            self._cache[key] = (samples, make_template(to_mono(samples), samplerate))
+        return self._cache[key]
+
+
 def locate(
     clip_path: str | Path,
     roots: list[str],
@@ -89,7 +131,7 @@ def locate(
     discovery: Discovery | None = None,
     clip: Clip | None = None,
 ) -> LocateResult:
-    """Find which stem under `roots` holds the clip's sound, where, and how sure that is.
+    """Find which stem under `roots` holds the clip's sound, where, at what speed, and how sure that is.
 
     `at` (seconds into the clip) and `band` (lo, hi Hz) focus the attribution on the noise; `min_score`
     is the lowest NCC a match may have (default: only the significance test over the search's lags).
@@ -111,36 +153,30 @@ def locate(
     if at is not None and not 0 <= at <= clip.duration_s:
         raise InputError(f"--at {at:g} s lies outside the clip (0 to {clip.duration_s:.3f} s)")
     focus = {"at": at, "handle_s": HANDLE_S, "at_max_s": focus_s}
+    cache = _ClipCache(clip)
 
-    by_rate: dict[int, tuple[np.ndarray, object]] = {}
-
-    def clip_at(sr: int):
-        if sr not in by_rate:
-            samples = resample(clip.samples, clip.samplerate, sr)
-            by_rate[sr] = (samples, make_template(to_mono(samples), sr))
-        return by_rate[sr]
-
-    scans: dict[int, list[ChannelScan]] = {}
-    stems: list[Stem] = []
-    for stem in discovery.stems:
-        if stem.frames < clip.duration_s * stem.samplerate * 0.5:
-            continue
-        _, tmpl = clip_at(stem.samplerate)
-        try:
-            scans[len(stems)] = scan_file(stem.path, tmpl, stem.frames, stem.channels)
-            stems.append(stem)
-        except WhichsoundError as exc:
-            warnings.append(str(exc))
+    stems = [s for s in discovery.stems if s.frames >= clip.duration_s * s.samplerate * 0.5]
+    scans, failed = _scan_all(stems, cache, 1.0)
+    warnings.extend(failed.values())
+    keep = [i for i in range(len(stems)) if i not in failed]
+    stems = [stems[i] for i in keep]
+    scans = {j: scans[i] for j, i in enumerate(keep)}
     if not stems:
         raise InputError("no stem could be searched: " + "; ".join(warnings))
-
     groups: dict[tuple, list[int]] = defaultdict(list)
     for i, stem in enumerate(stems):
         groups[stem.timeline_key()].append(i)
 
     hyps: list[Hypothesis] = []
-    for key, members in groups.items():
-        hyps.extend(_group_hypotheses(key, members, stems, scans, clip_at, focus, band))
+    n_lags = 0
+    for speed in (1.0, *RESCAN_SPEEDS):
+        if speed != 1.0:
+            if max(h.decomposition.explained for h in hyps) >= RESCAN_BELOW:
+                break
+            scans, _ = _scan_all(stems, cache, speed)
+        n_lags += sum(len(s.pooled) * s.hop for ss in scans.values() for s in ss)
+        for key, members in groups.items():
+            hyps.extend(_group_hypotheses(key, members, stems, scans, cache, speed, focus, band))
     best_by_group: dict[tuple, Hypothesis] = {}
     for h in hyps:
         cur = best_by_group.get(h.group)
@@ -148,9 +184,8 @@ def locate(
             best_by_group[h.group] = h
     winner = max(best_by_group.values(), key=lambda h: h.decomposition.explained)
 
-    n_lags = sum(len(s.pooled) * s.hop for ss in scans.values() for s in ss)
     zcrit = _z_critical(n_lags)
-    matches = _matches(stems, scans, best_by_group, winner)
+    matches = _matches(best_by_group, winner)
     verdict = _verdict(winner, matches, zcrit, min_score)
     timeline = [
         (t, {winner.stems[i].rel: v for i, v in sh.items()}, r) for t, sh, r in winner.decomposition.timeline()
@@ -159,6 +194,19 @@ def locate(
     t = winner.decomposition.times[w > 0]
     span = (float(t.min()), float(t.max())) if len(t) else None
     return LocateResult(clip, verdict, matches, warnings, timeline, span, band)
+
+
+def _scan_all(stems: list[Stem], cache: _ClipCache, speed: float) -> tuple[dict[int, list[ChannelScan]], dict[int, str]]:
+    """Coarse scans of every stem with the clip at `speed`; unreadable stems come back as warnings."""
+    scans: dict[int, list[ChannelScan]] = {}
+    failed: dict[int, str] = {}
+    for i, stem in enumerate(stems):
+        _, tmpl = cache.get(stem.samplerate, speed)
+        try:
+            scans[i] = scan_file(stem.path, tmpl, stem.frames, stem.channels)
+        except WhichsoundError as exc:
+            failed[i] = str(exc)
+    return scans, failed
 
 
 def _peak_bins(curve: np.ndarray, count: int, exclusion: int) -> list[int]:
@@ -173,7 +221,7 @@ def _peak_bins(curve: np.ndarray, count: int, exclusion: int) -> list[int]:
     return picked
 
 
-def _group_hypotheses(key, members, stems, scans, clip_at, focus, band) -> list[Hypothesis]:
+def _group_hypotheses(key, members, stems, scans, cache, speed, focus, band) -> list[Hypothesis]:
     """Candidate lags for one timeline (joint curve peaks and each member's own peak), refined and fitted."""
     first = scans[members[0]][0]
     nb = min(len(scans[m][0].pooled) for m in members)
@@ -185,22 +233,40 @@ def _group_hypotheses(key, members, stems, scans, clip_at, focus, band) -> list[
     for m in members:
         top = max(scans[m], key=lambda s: s.best)
         bins.add((top.best_lag - first.lag0) // first.hop)
-    lags = set()
+    found: dict[tuple[float, float], None] = {}
+    sr = stems[members[0]].samplerate
     for b in sorted(bins):
         centre = first.lag0 + b * first.hop + first.hop // 2
-        lag = _refine_group(members, stems, scans, clip_at, centre, first.hop)
-        lags.add(round(lag[0], 3))
-    out = []
-    for lag in sorted(lags):
-        out.append(_fit(key, members, stems, clip_at, lag, focus, band))
-    return out
+        lag, _ = _refine_group(members, stems, cache, speed, centre, first.hop)
+        sp, lag2, quality = refine_speed(
+            lambda start, n: _virtual_mix(members, stems, start, n), cache.mono, cache.clip.samplerate, sr, lag,
+            speed=speed, radius=first.hop + 64,
+        )
+        if abs(sp - 1.0) < SPEED_TOLERANCE:
+            sp = 1.0
+            if speed != 1.0:
+                lag2 = _refine_group(members, stems, cache, 1.0, int(round(lag2)), 32)[0]
+            else:
+                lag2 = lag
+        elif quality <= 0.0:
+            sp, lag2 = speed, lag
+        found[(round(lag2, 3), round(sp, 9))] = None
+    return [_fit(key, members, stems, scans, cache, lag, sp, focus, band) for lag, sp in found]
 
 
-def _refine_group(members, stems, scans, clip_at, centre: int, hop: int) -> tuple[float, float]:
+def _virtual_mix(members, stems, start: int, n: int) -> np.ndarray:
+    """A timeline's stems summed to mono over [start, start+n): the best reference for a mix excerpt."""
+    out = np.zeros(n, dtype=np.float64)
+    for m in members:
+        out += read_segment(stems[m].path, start, n).sum(axis=1)
+    return out.astype(np.float32)
+
+
+def _refine_group(members, stems, cache, speed, centre: int, hop: int) -> tuple[float, float]:
     """Full-rate lag of the strongest channel among the group's stems near `centre`."""
     best = (float(centre), -2.0)
     for m in members:
-        _, tmpl = clip_at(stems[m].samplerate)
+        _, tmpl = cache.get(stems[m].samplerate, speed)
         for lag, val in refine_peak(stems[m].path, tmpl, centre, radius=hop):
             if val > best[1]:
                 best = (lag, val)
@@ -223,40 +289,41 @@ def _aligned(stem: Stem, lag: float, n: int) -> np.ndarray:
     return out[pad : pad + n].astype(np.float32)
 
 
-def _fit(key, members, stems, clip_at, lag: float, focus, band) -> Hypothesis:
+def _fit(key, members, stems, scans, cache, lag: float, speed: float, focus, band) -> Hypothesis:
     sr = stems[members[0]].samplerate
-    samples, _tmpl = clip_at(sr)
+    samples, _ = cache.get(sr, speed)
     n = samples.shape[0]
     regs = [_aligned(stems[m], lag, n) for m in members]
     dec = decompose(samples, regs, sr, band=band)
-    dec.weights = focus_weights(dec.times, dec.total, samples.shape[0] / sr, **focus)
+    dec.weights = focus_weights(dec.times, dec.total, n / sr, **focus)
     peaks = []
     for m in members:
-        _, t = clip_at(stems[m].samplerate)
-        res = refine_peak(stems[m].path, t, round(lag), radius=4)
+        _, t = cache.get(stems[m].samplerate, speed)
+        res = refine_peak(stems[m].path, t, int(round(lag)), radius=4)
         ch = int(np.argmax([v for _, v in res]))
-        peaks.append((ch, res[ch][0], res[ch][1]))
-    return Hypothesis(key, tuple(stems[m] for m in members), lag, tuple(peaks), dec)
+        s = scans[m][ch]
+        z = (res[ch][1] - s.sum_c / max(s.count, 1)) / s.sigma
+        own = max(scans[m], key=lambda c: c.best)
+        peaks.append(_Peak(ch, res[ch][0], res[ch][1], float(z), own.best_lag, own.best))
+    return Hypothesis(key, tuple(stems[m] for m in members), lag, tuple(peaks), dec, speed)
 
 
-def _matches(stems, scans, best_by_group, winner) -> list[Match]:
-    """One match per stem file: at its timeline's best lag, with its share there."""
+def _matches(best_by_group, winner) -> list[Match]:
+    """One match per stem file: at its timeline's best lag and speed, with its share there."""
     out = []
     for h in best_by_group.values():
         for j, stem in enumerate(h.stems):
-            idx = stems.index(stem)
-            ch, lag, val = h.peaks[j]
-            s = scans[idx][ch]
-            own = max(scans[idx], key=lambda c: c.best)
-            z = (val - s.sum_c / max(s.count, 1)) / s.sigma
-            disagrees = own.best > 0.3 and abs(own.best_lag - lag) > stem.samplerate * 0.001 and own.best > val + 0.05
+            p = h.peaks[j]
+            tol = stem.samplerate * 0.001
+            disagrees = p.own_best > 0.3 and abs(p.own_lag - h.lag) > tol and p.own_best > p.ncc + 0.05
             out.append(
                 Match(
                     stem=stem,
-                    channel=ch,
+                    channel=p.channel,
                     offset=h.lag,  # the timeline's joint lag: stronger than this file's own peak
-                    score=val,
-                    z=float(z),
+                    score=p.ncc,
+                    z=p.z,
+                    speed=h.speed,
                     share=h.decomposition.shares.get(j, 0.0),
                     timeline_offset_disagrees=bool(disagrees),
                 )
@@ -300,6 +367,8 @@ def _verdict(winner: Hypothesis, matches: list[Match], zcrit: float, min_score: 
     role = ROLE_NAMES.get(top.stem.role, "other")
     kind = "production take" if top.stem.role == "PROD" else f"{role} stem"
     text = f"In the {kind} {where} (shares: {shares_txt}, residual {dec.residual:.2f})."
+    if winner.speed != 1.0:
+        text += f" The clip runs {describe_speed(winner.speed)}."
     return Verdict(top, top.stem.origin, conf, dec.residual, text, evidence=evidence)
 
 
