@@ -187,6 +187,8 @@ def locate(
     zcrit = _z_critical(n_lags)
     matches = _matches(best_by_group, winner)
     verdict = _verdict(winner, matches, zcrit, min_score)
+    if verdict.match is not None and verdict.match.stem.role == "DX":
+        verdict = _with_production(verdict, best_by_group, zcrit)
     timeline = [
         (t, {winner.stems[i].rel: v for i, v in sh.items()}, r) for t, sh, r in winner.decomposition.timeline()
     ]
@@ -370,6 +372,43 @@ def _verdict(winner: Hypothesis, matches: list[Match], zcrit: float, min_score: 
     if winner.speed != 1.0:
         text += f" The clip runs {describe_speed(winner.speed)}."
     return Verdict(top, top.stem.origin, conf, dec.residual, text, evidence=evidence)
+
+
+def _with_production(verdict: Verdict, best_by_group: dict, zcrit: float) -> Verdict:
+    """Add where the dialogue stem's sound lies in the production takes, or say that it is in none."""
+    from dataclasses import replace
+
+    from whichsound.report import stem_timecode
+
+    takes = [h for h in best_by_group.values() if len(h.stems) == 1 and h.stems[0].role == "PROD"]
+    if not takes:
+        return verdict
+    dx_share = verdict.match.share or 0.0
+    best = max(takes, key=lambda h: h.decomposition.shares.get(0, 0.0))
+    share = best.decomposition.shares.get(0, 0.0)
+    peak = best.peaks[0]
+    if peak.z < zcrit or share < 0.5 * dx_share:
+        text = verdict.text + " It is in no production take given: it came from the dialogue edit (a fill, an alt take not given, or ADR)."
+        return replace(verdict, text=text, production={"file": None})
+    stem = best.stems[0]
+    tc = stem_timecode(stem, best.lag)
+    prod = {
+        "file": stem.rel,
+        "root": stem.root,
+        "channel": peak.channel,
+        "track": stem.track_name(peak.channel),
+        "scene": stem.scene,
+        "take": stem.take,
+        "tape": stem.tape,
+        "offset_s": round(best.lag / stem.samplerate, 7),
+        "timecode": tc,
+        "share": round(share, 4),
+    }
+    bits = [f"scene {stem.scene}" if stem.scene else None, f"take {stem.take}" if stem.take else None,
+            f"track {prod['track']}" if prod["track"] else f"channel {peak.channel + 1}", tc]
+    where = ", ".join(b for b in bits if b)
+    text = verdict.text + f" In the production recording {stem.rel} ({where})."
+    return replace(verdict, text=text, production=prod)
 
 
 def _logistic(v: float) -> float:
