@@ -125,7 +125,10 @@ def make_template(x: np.ndarray, samplerate: int, *, floor_db: float = -50.0) ->
     n = len(x)
     taps = int(min(1025, max(33, (n // 4) | 1)))
     h = _whitening_filter(x, samplerate, taps, floor_db)
-    xw = np.convolve(x, h)  # full convolution
+    from scipy import fft
+
+    m = fft.next_fast_len(n + taps - 1, real=True)
+    xw = fft.irfft(fft.rfft(x, m) * fft.rfft(h, m), m)[: n + taps - 1]  # full linear convolution
     t = xw[taps - 1 : n]
     energy = float(np.dot(t, t))
     return Template(samplerate, x.astype(np.float32), h, t.astype(np.float32), energy)

@@ -235,25 +235,25 @@ def _group_hypotheses(key, members, stems, scans, cache, speed, focus, band) -> 
     for m in members:
         top = max(scans[m], key=lambda s: s.best)
         bins.add((top.best_lag - first.lag0) // first.hop)
-    found: dict[tuple[float, float], None] = {}
-    sr = stems[members[0]].samplerate
+    lags: dict[float, None] = {}
     for b in sorted(bins):
         centre = first.lag0 + b * first.hop + first.hop // 2
-        lag, _ = _refine_group(members, stems, cache, speed, centre, first.hop)
-        sp, lag2, quality = refine_speed(
-            lambda start, n: _virtual_mix(members, stems, start, n), cache.mono, cache.clip.samplerate, sr, lag,
-            speed=speed, radius=first.hop + 64,
-        )
-        if abs(sp - 1.0) < SPEED_TOLERANCE:
-            sp = 1.0
-            if speed != 1.0:
-                lag2 = _refine_group(members, stems, cache, 1.0, int(round(lag2)), 32)[0]
-            else:
-                lag2 = lag
-        elif quality <= 0.0:
-            sp, lag2 = speed, lag
-        found[(round(lag2, 3), round(sp, 9))] = None
-    return [_fit(key, members, stems, scans, cache, lag, sp, focus, band) for lag, sp in found]
+        lags[round(_refine_group(members, stems, cache, speed, centre, first.hop)[0], 3)] = None
+    hyps = [_fit(key, members, stems, scans, cache, lag, speed, focus, band) for lag in lags]
+    best = max(hyps, key=lambda h: h.decomposition.explained)
+    sp, lag, quality = refine_speed(
+        lambda start, n: _virtual_mix(members, stems, start, n), cache.mono, cache.clip.samplerate,
+        stems[members[0]].samplerate, best.lag, speed=speed, radius=first.hop + 64,
+    )
+    if abs(sp - 1.0) < SPEED_TOLERANCE:
+        sp = 1.0
+        if speed != 1.0:
+            lag = _refine_group(members, stems, cache, 1.0, int(round(lag)), 32)[0]
+        else:
+            lag = best.lag
+    if quality > 0.0 and (sp != best.speed or abs(lag - best.lag) > 1e-3):
+        hyps.append(_fit(key, members, stems, scans, cache, lag, sp, focus, band))
+    return hyps
 
 
 def _virtual_mix(members, stems, start: int, n: int) -> np.ndarray:
