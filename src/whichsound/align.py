@@ -209,10 +209,19 @@ class ChannelScan:
         return float(np.sqrt(max(self.sum_c2 / self.count - m * m, 1e-12)))
 
 
-def scan_file(path, tmpl: Template, frames: int, channels: int, *, hop: int = DEFAULT_HOP) -> list[ChannelScan]:
+def scan_file(
+    path,
+    tmpl: Template,
+    frames: int,
+    channels: int,
+    *,
+    hop: int = DEFAULT_HOP,
+    lag_range: tuple[int, int] | None = None,
+) -> list[ChannelScan]:
     """Correlate the clip against every channel of a stem file over its whole length, in bounded blocks.
 
-    Lags run from -len(clip)//2 (clip half before the file) to frames - len(clip)//2. The coarse curve
+    Lags run from -len(clip)//2 (clip half before the file) to frames - len(clip)//2, or only over
+    `lag_range` = (first, last) stem samples when the caller knows roughly where to look. The coarse curve
     normalises each bin of `hop` lags by the stem window's energy at the bin's centre: the window is far
     longer than a bin, so that energy hardly changes inside it (refine_peak recomputes exactly).
     """
@@ -225,6 +234,9 @@ def scan_file(path, tmpl: Template, frames: int, channels: int, *, hop: int = DE
     step = ((n - L + 1) // hop) * hop
     lag0 = -(L // 2)
     lag_end = frames - L // 2  # exclusive
+    if lag_range is not None:
+        lag0 = max(lag0, int(lag_range[0]))
+        lag_end = max(lag0 + 1, min(lag_end, int(lag_range[1]) + 1))
     nbins = (lag_end - lag0 + hop - 1) // hop
     scans = [ChannelScan(ch, lag0, hop, np.full(nbins, -1.0, dtype=np.float32)) for ch in range(channels)]
     conj = tmpl.conj_spectrum(n)[:, None]

@@ -130,11 +130,15 @@ def locate(
     stream: int | None = None,
     discovery: Discovery | None = None,
     clip: Clip | None = None,
+    near: tuple[float, float] | None = None,
 ) -> LocateResult:
     """Find which stem under `roots` holds the clip's sound, where, at what speed, and how sure that is.
 
     `at` (seconds into the clip) and `band` (lo, hi Hz) focus the attribution on the noise; `min_score`
     is the lowest NCC a match may have (default: only the significance test over the search's lags).
+    `near` = (first, last) offset in seconds restricts the search of every stem except production takes
+    (which run on their own clocks) to those offsets: batch uses it, knowing each note's timeline position.
+    `discovery` and `clip` let a caller reuse what it already read.
     """
     if clip is None:
         clip = read_clip(clip_path, stream=stream)
@@ -156,7 +160,7 @@ def locate(
     cache = _ClipCache(clip)
 
     stems = [s for s in discovery.stems if s.frames >= clip.duration_s * s.samplerate * 0.5]
-    scans, failed = _scan_all(stems, cache, 1.0)
+    scans, failed = _scan_all(stems, cache, 1.0, near)
     warnings.extend(failed.values())
     keep = [i for i in range(len(stems)) if i not in failed]
     stems = [stems[i] for i in keep]
@@ -173,7 +177,7 @@ def locate(
         if speed != 1.0:
             if max(h.decomposition.explained for h in hyps) >= RESCAN_BELOW:
                 break
-            scans, _ = _scan_all(stems, cache, speed)
+            scans, _ = _scan_all(stems, cache, speed, near)
         n_lags += sum(len(s.pooled) * s.hop for ss in scans.values() for s in ss)
         for key, members in groups.items():
             hyps.extend(_group_hypotheses(key, members, stems, scans, cache, speed, focus, band))
@@ -198,14 +202,19 @@ def locate(
     return LocateResult(clip, verdict, matches, warnings, timeline, span, band)
 
 
-def _scan_all(stems: list[Stem], cache: _ClipCache, speed: float) -> tuple[dict[int, list[ChannelScan]], dict[int, str]]:
+def _scan_all(
+    stems: list[Stem], cache: _ClipCache, speed: float, near: tuple[float, float] | None = None
+) -> tuple[dict[int, list[ChannelScan]], dict[int, str]]:
     """Coarse scans of every stem with the clip at `speed`; unreadable stems come back as warnings."""
     scans: dict[int, list[ChannelScan]] = {}
     failed: dict[int, str] = {}
     for i, stem in enumerate(stems):
         _, tmpl = cache.get(stem.samplerate, speed)
+        lag_range = None
+        if near is not None and stem.role != "PROD":
+            lag_range = (int(math.floor(near[0] * stem.samplerate)), int(math.ceil(near[1] * stem.samplerate)))
         try:
-            scans[i] = scan_file(stem.path, tmpl, stem.frames, stem.channels)
+            scans[i] = scan_file(stem.path, tmpl, stem.frames, stem.channels, lag_range=lag_range)
         except WhichsoundError as exc:
             failed[i] = str(exc)
     return scans, failed
