@@ -107,5 +107,27 @@ def locate(ctx, clip, roots, as_json, top, min_score, at, band, stream):
     ctx.exit(Exit.FOUND if result.found else Exit.NONE)
 
 
+@main.command()
+@click.argument("dirs", nargs=-1, required=True, metavar="DIR...")
+@click.option("--json", "as_json", is_flag=True, help="Print only the JSON listing on stdout.")
+def scan(dirs, as_json):
+    """List what whichsound sees in the folders DIR... (searched recursively).
+
+    Each audio file's role, format, rate, channels, length, start timecode (bext TimeReference at the
+    iXML rate) and fps, scene/take/roll and track names; and every file it cannot read.
+    """
+    from whichsound.report import dumps, render_scan, scan_json
+    from whichsound.stems import discover
+
+    found = discover(list(dirs))
+    doc = scan_json(found, dirs)
+    if as_json:
+        click.echo(dumps(doc))
+    else:
+        from rich.console import Console
+
+        render_scan(doc, Console())
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -151,3 +151,197 @@ def write_atomic(path: str | Path, text: str) -> None:
 
 def dumps(doc: dict) -> str:
     return json.dumps(doc, indent=2, ensure_ascii=False)
+
+
+# --- `whichsound scan`: what whichsound sees in the folders -------------------------------------------
+
+_SUBTYPE_SHORT = {"PCM_S8": "8", "PCM_U8": "8", "PCM_16": "16", "PCM_24": "24", "PCM_32": "32",
+                  "FLOAT": "32f", "DOUBLE": "64f"}
+
+
+def stem_format(stem) -> tuple[str | None, str | None]:
+    """(format, subtype) of a stem's file from its header, e.g. ("WAV", "PCM_24"); (None, None) if unreadable."""
+    from whichsound.audio import probe
+    from whichsound.errors import WhichsoundError
+
+    try:
+        info = probe(stem.path)
+    except WhichsoundError:
+        return None, None
+    return info.format, info.subtype
+
+
+def stem_fps(stem) -> str | None:
+    """The stem's timecode rate as printed ("23.976", "25", "29.97 DF"), or None without one."""
+    if stem.fps is None:
+        return None
+    from whichsound.errors import WhichsoundError
+    from whichsound.timecode import FrameRate
+
+    fps = stem.fps
+    for drop in dict.fromkeys((bool(stem.drop_frame), False)):
+        try:
+            return str(FrameRate(fps.numerator, fps.denominator, drop))
+        except (WhichsoundError, ValueError, TypeError):
+            continue
+    return f"{float(fps):.3f}".rstrip("0").rstrip(".")
+
+
+def _start_timecode(stem) -> str | None:
+    """Time-of-day (or timeline) timecode of the stem's first sample, or None when it has none."""
+    from whichsound.errors import WhichsoundError
+
+    try:
+        return stem_timecode(stem, 0)
+    except (WhichsoundError, ValueError, TypeError):  # a frame rate without a timecode (e.g. 12.5 fps)
+        return None
+
+
+def _split_warning(text: str, roots) -> dict:
+    """A discovery warning "<path>: <problem>" as {"path", "root", "problem"}.
+
+    The path is the longest prefix ending before a ': ' that names an existing file (paths may hold ': '
+    themselves); it is made relative to the first root that holds it. A warning that cannot be split this
+    way is kept whole as the problem, with path and root null.
+    """
+    start = 0
+    candidates = []
+    while (i := text.find(": ", start)) != -1:
+        candidates.append(i)
+        start = i + 1
+    for i in reversed(candidates):
+        path = Path(text[:i])
+        if path.is_file():
+            for root in roots:
+                try:
+                    return {"path": path.relative_to(Path(root)).as_posix(), "root": root,
+                            "problem": text[i + 2:]}
+                except ValueError:
+                    continue
+            return {"path": text[:i], "root": None, "problem": text[i + 2:]}
+    return {"path": None, "root": None, "problem": text}
+
+
+def scan_file_json(stem) -> dict:
+    """One discovered file as `scan --json` lists it."""
+    fmt, subtype = stem_format(stem)
+    fps = stem_fps(stem)
+    return {
+        "path": stem.rel,
+        "root": stem.root,
+        "role": stem.role,
+        "format": fmt,
+        "subtype": subtype,
+        "samplerate": stem.samplerate,
+        "channels": stem.channels,
+        "frames": stem.frames,
+        "duration_s": round(stem.duration_s, 6),
+        "duration": hms(stem.duration_s),
+        "time_reference": stem.time_reference,
+        "timecode": _start_timecode(stem),
+        "fps": fps,
+        "drop_frame": None if fps is None else bool(stem.drop_frame) and fps.endswith("DF"),
+        "scene": stem.scene,
+        "take": stem.take,
+        "tape": stem.tape,
+        "tracks": [stem.track_name(c) for c in range(stem.channels)],
+    }
+
+
+def scan_json(discovery, roots) -> dict:
+    """The whole `scan --json` document: files, unreadable files and a summary, from discover(roots)."""
+    from whichsound.stems import ROLES
+
+    files = [scan_file_json(s) for s in discovery.stems]
+    unreadable = [_split_warning(w, list(roots)) for w in discovery.warnings]
+    counts = {r: sum(f["role"] == r for f in files) for r in ROLES}
+    total = sum(s.duration_s for s in discovery.stems)
+    return {
+        "files": files,
+        "unreadable": unreadable,
+        "summary": {
+            "files": len(files),
+            "unreadable": len(unreadable),
+            "roles": {r: n for r, n in counts.items() if n},
+            "duration_s": round(total, 6),
+            "duration": hms(total),
+        },
+    }
+
+
+def _format_cell(f: dict) -> str:
+    if f["format"] is None:
+        return "?"
+    sub = _SUBTYPE_SHORT.get(f["subtype"] or "", (f["subtype"] or "").lower().replace("_", " "))
+    return f"{f['format']} {sub}".strip()
+
+
+def _provenance_cell(f: dict) -> str:
+    parts = []
+    if f["scene"] or f["take"]:
+        parts.append(f"{f['scene'] or '?'}/{f['take'] or '?'}")
+    if f["tape"]:
+        parts.append(f["tape"])
+    return " ".join(parts)
+
+
+def render_scan(doc: dict, console) -> None:
+    """Print a `scan_json` document as one compact table per folder, then the unreadable files."""
+    from rich.markup import escape
+    from rich.table import Table
+    from rich.text import Text
+
+    roots = list(dict.fromkeys([f["root"] for f in doc["files"]] +
+                               [u["root"] for u in doc["unreadable"] if u["root"] is not None]))
+    for root in roots:
+        files = [f for f in doc["files"] if f["root"] == root]
+        bad = [u for u in doc["unreadable"] if u["root"] == root]
+        total = sum(f["duration_s"] for f in files)
+        title = f"[bold]{escape(root)}[/]  {len(files)} file{'s' * (len(files) != 1)}, {hms(total)}"
+        if bad:
+            title += f", [yellow]{len(bad)} unreadable[/]"
+        table = Table(title=title, title_justify="left", box=None, header_style="bold", pad_edge=False)
+        width = min(max([len(f["path"]) for f in files] + [4]), 32)
+        table.add_column("file", overflow="fold", min_width=width)
+        table.add_column("role", no_wrap=True)
+        table.add_column("format", no_wrap=True)
+        table.add_column("kHz", justify="right", no_wrap=True)
+        table.add_column("ch", justify="right", no_wrap=True)
+        table.add_column("length", justify="right", no_wrap=True)
+        table.add_column("start TC", no_wrap=True)
+        table.add_column("fps", no_wrap=True)
+        table.add_column("scene/take", overflow="fold")
+        table.add_column("tracks", overflow="fold")
+        for f in files:
+            tracks = " | ".join(t or "-" for t in f["tracks"]) if any(f["tracks"]) else ""
+            table.add_row(
+                Text(f["path"]),
+                f["role"],
+                _format_cell(f),
+                f"{f['samplerate'] / 1000:g}",
+                str(f["channels"]),
+                hms(f["duration_s"]),
+                f["timecode"] or "-",
+                f["fps"] or "-",
+                Text(_provenance_cell(f)),
+                Text(tracks),
+            )
+        console.print(table)
+        for u in bad:
+            console.print(Text(f"unreadable: {u['path']}: {u['problem']}", style="yellow"))
+        console.print()
+    for u in doc["unreadable"]:
+        if u["root"] is None:
+            console.print(Text(f"unreadable: {(u['path'] + ': ') if u['path'] else ''}{u['problem']}",
+                               style="yellow"))
+    s = doc["summary"]
+    roles = ", ".join(f"{r} {n}" for r, n in s["roles"].items())
+    line = f"{s['files']} file{'s' * (s['files'] != 1)}"
+    line += f" ({roles})" if roles else ""
+    line += f", {s['duration']} in all"
+    if s["unreadable"]:
+        line += f"; {s['unreadable']} unreadable"
+    console.print(Text(line, style="bold"))
+
+
+__all__ += ["render_scan", "scan_file_json", "scan_json", "stem_format", "stem_fps"]
