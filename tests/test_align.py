@@ -1,0 +1,203 @@
+"""Tests for whichsound.align: the whitened NCC (make_template, ncc_lags, scan_file, refine_peak).
+
+The stem is real production-like dialogue (a reader's lines over continuous room tone, 48 kHz, 24-bit);
+questioned clips are cut from the file as written, so the truth offset is known to the sample.
+Lag convention: lag p means the clip's first sample lies at stem sample p.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import R1_SPEECH, SR, lay_out, load_sound, read_back, speech, write_wav
+from whichsound.align import DEFAULT_HOP, make_template, ncc_lags, refine_peak, scan_file
+from whichsound.audio import read_segment, resample
+from whichsound.errors import AudioReadError
+
+STEM_S = 10.0
+CLIP = 24_000  # 0.5 s questioned clips
+
+
+@pytest.fixture(scope="module")
+def stem(tmp_path_factory):
+    """A 10 s mono dialogue stem: lines over room tone, so no sample of it is digital silence."""
+    rng = np.random.default_rng(11)
+    lines, _ = lay_out([0.6 * speech(n) for n in R1_SPEECH], STEM_S, rng)
+    room = 0.05 * load_sound("amb/btanks__forest.flac", STEM_S, start_s=3.0)
+    path = write_wav(tmp_path_factory.mktemp("align") / "R1_DX.wav", lines + room)
+    return path, read_back(path)[:, 0]
+
+
+def _locate(path, x, frames, channels=1):
+    """Coarse scan then full-rate refinement, as locate() does: (fractional lag, NCC, channel scans)."""
+    tmpl = make_template(x, SR)
+    scans = scan_file(path, tmpl, frames, channels)
+    best = max(scans, key=lambda s: s.best)
+    lag, val = refine_peak(path, tmpl, best.best_lag, [best.channel])[0]
+    return lag, val, scans
+
+
+@pytest.mark.parametrize("offset", [0, 37, 271_113, 300_000, 480_000 - CLIP - 5, 480_000 - CLIP],
+                         ids=["first-sample", "near-start", "middle", "block-edge", "near-end", "last-fit"])
+def test_unmodified_excerpt_is_found_sample_exact(stem, offset):
+    path, audio = stem
+    assert len(audio) == 480_000
+    x = read_segment(path, offset, CLIP)[:, 0]
+    lag, val, scans = _locate(path, x, len(audio))
+    assert scans[0].best_lag == offset  # the coarse scan keeps the full-rate argmax: exact integer lag
+    # Identical samples: the NCC is 1 up to float32 FFT rounding (~1e-6), and the parabola through a
+    # symmetric peak has its vertex on the sample (measured offsets: < 1e-6 samples).
+    assert val == pytest.approx(1.0, abs=1e-4)
+    assert lag == pytest.approx(offset, abs=0.01)
+
+
+@pytest.mark.parametrize("fill", ["digital-black", "other-room", "helicopter"])
+def test_clip_starting_before_the_stem_has_a_negative_offset(stem, fill):
+    path, audio = stem
+    n, pre = 2 * CLIP, 9_600  # a 1 s clip that starts 0.2 s before the stem's first sample
+    before = {
+        "digital-black": lambda: np.zeros(pre, np.float32),
+        "other-room": lambda: 0.2 * load_sound("amb/btanks__city.flac", pre / SR, start_s=1.0),  # the previous shot
+        "helicopter": lambda: 0.3 * load_sound("sfx/btanks__helicopter.flac", pre / SR, start_s=1.0),  # loud
+    }[fill]()
+    x = np.concatenate([before, audio[: n - pre]])
+    lag, val, _ = _locate(path, x, len(audio))
+    # Partial overlap, still sample-exact (measured within 0.002 samples).
+    assert lag == pytest.approx(-pre, abs=0.05)
+    if fill == "digital-black":
+        assert val == pytest.approx(1.0, abs=1e-3)  # nothing outside the stem to disagree with it
+    else:
+        assert 0.3 < val < 0.99  # only the overlapping 80 % of the clip correlates
+
+
+def test_clip_running_past_the_end_of_the_stem(stem):
+    path, audio = stem
+    n, post = 2 * CLIP, 7_000
+    after = 0.2 * load_sound("amb/btanks__city.flac", post / SR, start_s=2.0)  # the next shot's room
+    x = np.concatenate([audio[-(n - post):], after])
+    lag, val, _ = _locate(path, x, len(audio))
+    assert lag == pytest.approx(len(audio) - (n - post), abs=0.05)
+    assert 0.3 < val < 0.99
+
+
+def test_score_is_invariant_to_gain(stem):
+    path, audio = stem
+    rng = np.random.default_rng(3)
+    offset = 123_457
+    # A copy with white noise at -46 dBFS: the whitening weighs the bands above the recordings' own
+    # bandwidth (8-11 kHz) where only the noise is, so the score drops to about 0.45 and could move.
+    x = audio[offset : offset + CLIP] + 0.005 * rng.standard_normal(CLIP).astype(np.float32)
+    lag0, val0, _ = _locate(path, x, len(audio))
+    lag1, val1, _ = _locate(path, x * 10 ** (-20 / 20), len(audio))  # the same clip 20 dB down
+    assert 0.2 < val0 < 0.99
+    # The NCC divides by both energies: a gain cancels exactly, up to float32 rounding of the scaled clip.
+    assert val1 == pytest.approx(val0, abs=1e-3)
+    assert lag1 == pytest.approx(lag0, abs=0.01)
+    assert lag0 == pytest.approx(offset, abs=0.1)
+
+
+def test_clip_resampled_through_44k1_is_found_within_a_millisecond(stem):
+    import soxr
+
+    path, audio = stem
+    offset = 211_111
+    review = soxr.resample(audio[offset : offset + CLIP], SR, 44100, quality="HQ")  # a 44.1 kHz copy
+    back = resample(review[:, None], 44100, SR)[:, 0]  # as locate() brings clips to the stem's rate
+    lag, val, _ = _locate(path, back, len(audio))
+    # Both resamplers are linear-phase, so no delay is expected; the brief's tolerance is 1 ms (48 samples).
+    # Measured: a few hundredths of a sample.
+    assert abs(lag - offset) < 0.001 * SR
+    assert abs(lag - offset) < 0.5  # and in fact sub-sample
+    assert val > 0.95  # only the band above 20 kHz was lost
+
+
+def test_fractional_delay_is_interpolated(stem):
+    path, audio = stem
+    offset, frac = 150_000, 0.3
+    seg = audio[offset - 512 : offset + CLIP + 512].astype(np.float64)
+    spec = np.fft.rfft(seg)
+    k = np.arange(len(spec))
+    shifted = np.fft.irfft(spec * np.exp(2j * np.pi * k * frac / len(seg)), len(seg))  # advance by 0.3
+    x = shifted[512 : 512 + CLIP].astype(np.float32)  # so its first sample lies at offset + 0.3
+    lag, _, _ = _locate(path, x, len(audio))
+    # Parabolic interpolation of a whitened (broadband) peak is biased towards the sample: allow 0.15.
+    assert lag == pytest.approx(offset + frac, abs=0.15)
+    assert lag > offset + 0.05  # and it moved in the right direction
+
+
+def _reference_ncc(x: np.ndarray, h: np.ndarray, seg: np.ndarray) -> np.ndarray:
+    """The whitened NCC from its definition, with scipy.signal: filter both, correlate, normalise."""
+    from scipy.signal import convolve, correlate
+
+    x, h, seg = (np.asarray(a, dtype=np.float64) for a in (x, h, seg))
+    L, M = len(x), len(h)
+    t = convolve(x, h)[M - 1 : L]  # the filtered clip where it does not depend on what lies outside it
+    y = convolve(seg, h)[M - 1 : len(seg)]  # the filtered stem, same steady-state part
+    num = correlate(y, t, mode="valid", method="direct")
+    win = np.convolve(y**2, np.ones(len(t)), mode="valid")
+    return num / np.sqrt(win * np.dot(t, t))
+
+
+def test_ncc_matches_an_independent_scipy_reference(stem):
+    path, audio = stem
+    seg = audio[200_000 : 200_000 + 6000]
+    music = load_sound("music/lincity__02_-_Robert_van_Herk_-_City_Blues.flac", 1500 / SR, start_s=20.0)
+    x = seg[2500:4000] + 0.3 * music  # 31 ms of a mix: the line with music under it
+    tmpl = make_template(x, SR)
+    from scipy.signal import convolve
+
+    np.testing.assert_allclose(tmpl.t, convolve(x.astype(np.float64), tmpl.h)[tmpl.taps - 1 : len(x)],
+                               rtol=0, atol=1e-5 * np.max(np.abs(tmpl.t)))
+    assert tmpl.energy == pytest.approx(float(np.dot(tmpl.t.astype(np.float64), tmpl.t)), rel=1e-5)
+    got = ncc_lags(tmpl, seg)
+    ref = _reference_ncc(x, tmpl.h, seg)
+    assert got.shape == ref.shape == (6000 - 1500 + 1,)
+    # float32 FFTs of 8192 points: ~1e-6 relative error per value; 1e-4 on an NCC in [-1, 1] is generous.
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-4)
+    assert int(np.argmax(got)) == 2500
+    assert 0.2 < got[2500] < 0.99  # the music under the line lowers the peak
+
+
+def test_scan_file_coarse_curve_follows_a_one_shot_ncc(stem, tmp_path):
+    """The block-by-block scan (2**17-sample blocks, 2.7 ms bins) against one big exact correlation."""
+    path, audio = stem
+    other = 0.4 * load_sound("music/lincity__02_-_Robert_van_Herk_-_City_Blues.flac", STEM_S, start_s=8.0)
+    both = write_wav(tmp_path / "R1_2ch.wav", np.stack([audio, other], axis=1), subtype="FLOAT")
+    x = audio[333_333 : 333_333 + 12_000]
+    tmpl = make_template(x, SR)
+    scans = scan_file(both, tmpl, len(audio), 2)
+    L = len(x)
+    lag0 = -(L // 2)
+    padded = np.concatenate([np.zeros((L // 2, 2), np.float32), sf.read(str(both), dtype="float32")[0],
+                             np.zeros((L, 2), np.float32)])
+    full = ncc_lags(tmpl, padded)[: len(audio)]  # exact NCC for lags -L//2 ... frames - L//2 - 1
+    for ch, s in enumerate(scans):
+        assert (s.channel, s.lag0, s.hop) == (ch, lag0, DEFAULT_HOP)
+        nb = len(s.pooled)
+        assert nb == -(-len(full) // DEFAULT_HOP)  # one bin per hop lags, the last one partial
+        ref = np.full(nb * DEFAULT_HOP, -1.0, np.float32)
+        ref[: len(full)] = full[:, ch]
+        exact = ref.reshape(nb, DEFAULT_HOP).max(axis=1)
+        # The coarse curve normalises a whole bin by the window energy at its centre (align.scan_file), so
+        # off-peak values are approximate: measured within 0.011 of the exact bin maxima on this dialogue.
+        # A block seam error (wrong lag or overlap) would put values off by their own size (0.1-1).
+        np.testing.assert_allclose(s.pooled, exact, rtol=0, atol=0.03)
+        assert s.count == nb * DEFAULT_HOP or s.count >= len(full)  # every lag counted in the noise floor
+    true_bin = (333_333 - lag0) // DEFAULT_HOP
+    assert int(np.argmax(scans[0].pooled)) == true_bin
+    assert scans[0].best_lag == 333_333  # argmax of the raw correlation inside the best bin
+    assert scans[0].best == pytest.approx(1.0, abs=0.05)
+    assert scans[1].best < 0.3  # music does not hold the line
+    assert scans[0].sigma < 0.1  # away from the peak the correlation is noise
+
+
+def test_scan_file_on_a_corrupt_file_names_it(stem, tmp_path):
+    path, audio = stem
+    bad = tmp_path / "R1_FX.wav"
+    bad.write_bytes(b"RIFF....WAVEfmt junk")
+    tmpl = make_template(audio[:4800], SR)
+    with pytest.raises(AudioReadError) as err:
+        scan_file(bad, tmpl, 480_000, 1)
+    assert err.value.path == bad
