@@ -177,8 +177,8 @@ def test_scan_file_coarse_curve_follows_a_one_shot_ncc(stem, tmp_path):
         assert (s.channel, s.lag0, s.hop) == (ch, lag0, DEFAULT_HOP)
         nb = len(s.pooled)
         assert nb == -(-len(full) // DEFAULT_HOP)  # one bin per hop lags, the last one partial
-        ref = np.full(nb * DEFAULT_HOP, -1.0, np.float32)
-        ref[: len(full)] = full[:, ch]
+        ref = np.zeros(nb * DEFAULT_HOP, np.float32)
+        ref[: len(full)] = np.abs(full[:, ch])  # the coarse curve keeps |NCC|: polarity flips still align
         exact = ref.reshape(nb, DEFAULT_HOP).max(axis=1)
         # The coarse curve normalises a whole bin by the window energy at its centre (align.scan_file), so
         # off-peak values are approximate: measured within 0.011 of the exact bin maxima on this dialogue.

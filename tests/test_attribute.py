@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SR, load_sound, sfx, speech, write_wav
 
+from conftest import SR, load_sound, sfx, speech, write_wav
 from whichsound.attribute import band_edges, decompose
 from whichsound.locate import locate
 

@@ -313,8 +313,6 @@ def test_unexpected_exception_is_a_one_line_internal_error(small, monkeypatch):
         "whichsound: internal error: ZeroDivisionError: float division by zero (run with --debug for details)"]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a clip with a non-finite sample is neither refused (exit 2) nor "
-                   "searched: exit 1 'in no stem' at confidence 0.9, with NaN in the JSON")
 @pytest.mark.parametrize("bad", [np.nan, np.inf], ids=["nan", "inf"])
 def test_clip_with_a_non_finite_sample(reel, small, tmp_path, bad):
     start = reel.dx_spans[0][0] + 30_000  # inside the 4-s stem of `small`
@@ -332,8 +330,6 @@ def test_clip_with_a_non_finite_sample(reel, small, tmp_path, bad):
         assert strict_json(result.stdout)["verdict"]["stem"] == "R1_DX.wav"
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a stem with one NaN sample gets 'z': NaN in its match, which is "
-                   "not JSON (json.dumps writes NaN; strict readers such as jq or JSON.parse reject it)")
 def test_stem_with_a_nan_sample_still_gives_standard_json(reel, tmp_path):
     import soundfile as sf
 

@@ -202,8 +202,6 @@ def test_phone_recording_at_8k_is_found_within_a_millisecond(reel, tmp_path):
     assert abs(m.offset_s - start / SR) < 1e-3  # resampled twice (to 8 kHz and back): 1 ms
 
 
-@pytest.mark.xfail(strict=True, reason="bug: alignment takes the largest NCC, not the largest |NCC|, so a "
-                   "polarity-inverted copy is aligned on a side lobe, several samples off")
 def test_polarity_inverted_copy_is_aligned_sample_exact(reel, tmp_path):
     start = reel.dx_spans[1][0] + 12_345
     path = write_clip(tmp_path, "q_inv.wav", -reel.audio["R1_DX.wav"][start : start + SR, 0])

@@ -61,8 +61,6 @@ def test_infer_role_falls_back_to_the_stems_folder_name(root, role):
     assert infer_role("R1.wav", root) == role
 
 
-@pytest.mark.xfail(strict=True, reason="bug: name tokens must match whole, so numbered split stems (FX1, DX2, "
-                   "BG3) are OTHER, and a dialogue stem R1_DX2.wav gets origin 'post'")
 @pytest.mark.parametrize(("rel", "role"), [("R1_FX1.wav", "FX"), ("R1_DX2.wav", "DX"), ("R1_BG3.wav", "BG")])
 def test_numbered_stems_keep_their_role(rel, role):
     assert infer_role(rel, "/mnt/film/reel1") == role

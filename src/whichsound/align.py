@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from whichsound.audio import AudioReadError, _short
+from whichsound.audio import AudioReadError, _short, _zero_non_finite
 
 __all__ = [
     "DEFAULT_HOP",
@@ -253,6 +253,7 @@ def scan_file(
                 if hi > lo:
                     f.seek(lo)
                     f.read(hi - lo, dtype="float32", always_2d=True, out=buf[lo - v : hi - v])
+                    _zero_non_finite(buf[lo - v : hi - v])
                 B = fft.rfft(buf, axis=0, workers=-1)
                 c = fft.irfft(B * conj, n, axis=0, workers=-1)
                 y = fft.irfft(B * filt, n, axis=0, workers=-1)
@@ -274,8 +275,8 @@ def scan_file(
                 ok = e > tmpl.energy * 1e-9 + 1e-20
                 inv = np.zeros_like(denom)
                 np.divide(1.0, denom, out=inv, where=ok)
-                cmax = cc.max(axis=1)
-                pooled = np.clip(cmax * inv, -1.0, 1.0).astype(np.float32)
+                cmax = np.maximum(cc.max(axis=1), -cc.min(axis=1))  # |NCC|: a polarity flip still aligns
+                pooled = np.clip(cmax * inv, 0.0, 1.0).astype(np.float32)
                 s1 = cc.sum(axis=1, dtype=np.float64) * inv
                 s2 = np.einsum("bhc,bhc->bc", cc, cc, dtype=np.float64) * inv**2
                 del c, y
@@ -289,7 +290,7 @@ def scan_file(
                     i = int(np.argmax(pooled[:valid, ch]))
                     if pooled[i, ch] > s.best:
                         s.best = float(pooled[i, ch])
-                        s.best_lag = v + i * hop + int(np.argmax(cc[i, :, ch]))
+                        s.best_lag = v + i * hop + int(np.argmax(np.abs(cc[i, :, ch])))
                 v += step
     except AudioReadError:
         raise
@@ -300,7 +301,8 @@ def scan_file(
 
 def refine_peak(path, tmpl: Template, lag: int, channels: list[int] | None = None, *, radius: int = DEFAULT_HOP):
     """Full-rate NCC around `lag` (± radius samples) for the given channels; returns per channel
-    (fractional lag, peak NCC) with parabolic sub-sample interpolation of the peak."""
+    (fractional lag, peak |NCC|) with parabolic sub-sample interpolation of the peak (a polarity-inverted
+    stem peaks negative: it is aligned on |NCC| all the same)."""
     from whichsound.audio import read_segment
 
     L = tmpl.length
@@ -308,7 +310,7 @@ def refine_peak(path, tmpl: Template, lag: int, channels: list[int] | None = Non
     seg = read_segment(path, start, L + 2 * radius)
     if channels is not None:
         seg = seg[:, channels]
-    ncc = ncc_lags(tmpl, seg).astype(np.float64)
+    ncc = np.abs(ncc_lags(tmpl, seg).astype(np.float64))
     out = []
     for ch in range(ncc.shape[1]):
         col = ncc[:, ch]
@@ -393,7 +395,7 @@ def refine_speed(
             tm = make_template(seg, stem_sr)
             lo = j * piece  # the piece's expected position in `ref` is lo + r (+ frac of lag)
             window = ref[lo : lo + piece + 2 * r]
-            ncc = ncc_lags(tm, window).astype(np.float64)
+            ncc = np.abs(ncc_lags(tm, window).astype(np.float64))
             if len(ncc) < 3:
                 continue
             i = int(np.argmax(ncc))

@@ -52,11 +52,15 @@ class AudioInfo:
 
 @dataclass(frozen=True)
 class Clip:
-    """A decoded questioned clip: samples (frames, channels) float32 at `samplerate` Hz."""
+    """A decoded questioned clip: samples (frames, channels) float32 at `samplerate` Hz.
+
+    `bad_samples` counts NaN/infinite samples that were replaced by silence when it was read.
+    """
 
     path: Path
     samples: np.ndarray
     samplerate: int
+    bad_samples: int = 0
 
     @property
     def channels(self) -> int:
@@ -109,11 +113,12 @@ def read_clip(path: str | Path, *, stream: int | None = None) -> Clip:
         sf = _sf()
         try:
             data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-            return Clip(path, np.ascontiguousarray(data), int(sr))
+            data = np.ascontiguousarray(data)
+            return Clip(path, data, int(sr), _zero_non_finite(data))
         except Exception:
             pass  # not a soundfile format: try FFmpeg below
     data, sr = _read_with_av(path, stream or 0)
-    return Clip(path, data, sr)
+    return Clip(path, data, sr, _zero_non_finite(data))
 
 
 def _read_with_av(path: Path, stream_index: int) -> tuple[np.ndarray, int]:
@@ -157,6 +162,15 @@ def _read_with_av(path: Path, stream_index: int) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(np.concatenate(chunks, axis=0)), int(sr)
 
 
+def _zero_non_finite(x: np.ndarray) -> int:
+    """Replace NaN and infinite samples (a float file's plug-in blow-up) by 0 in place; return how many."""
+    bad = ~np.isfinite(x)
+    count = int(bad.sum())
+    if count:
+        x[bad] = 0.0
+    return count
+
+
 def read_segment(path: str | Path, start: int, frames: int) -> np.ndarray:
     """Read `frames` samples from sample `start` (may lie outside the file: zeros there), float32 (n, ch)."""
     sf = _sf()
@@ -167,6 +181,7 @@ def read_segment(path: str | Path, start: int, frames: int) -> np.ndarray:
             if hi > lo:
                 f.seek(lo)
                 out[lo - start : hi - start] = f.read(hi - lo, dtype="float32", always_2d=True)
+            _zero_non_finite(out)
             return out
     except Exception as exc:
         raise AudioReadError(path, f"cannot read samples ({_short(exc)})") from None

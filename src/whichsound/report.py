@@ -6,6 +6,7 @@ The JSON of `locate` is a contract read by other tools (the benchmark among them
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -149,8 +150,20 @@ def write_atomic(path: str | Path, text: str) -> None:
         raise
 
 
+def _finite(obj):
+    """Replace non-finite floats by None, so the output is standard JSON (no NaN / Infinity)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def dumps(doc: dict) -> str:
-    return json.dumps(doc, indent=2, ensure_ascii=False)
+    """Standard JSON (non-finite numbers become null), indented, UTF-8 text kept as is."""
+    return json.dumps(_finite(doc), indent=2, ensure_ascii=False, allow_nan=False)
 
 
 # --- `whichsound scan`: what whichsound sees in the folders -------------------------------------------

@@ -114,7 +114,9 @@ class Discovery:
 
 
 def _tokens(text: str) -> set[str]:
-    return {t for t in re.split(r"[^a-z0-9]+", text.lower()) if t}
+    """Lower-case name tokens, each also without trailing digits (FX1, DX2 and BG3 are split stems)."""
+    toks = {t for t in re.split(r"[^a-z0-9]+", text.lower()) if t}
+    return toks | {t.rstrip("0123456789") for t in toks if t[-1].isdigit() and t[0].isalpha()}
 
 
 def infer_role(rel_path: str, root: str = "") -> str:
