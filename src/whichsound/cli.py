@@ -91,13 +91,20 @@ def _parse_band(value: str | None) -> tuple[float, float] | None:
               help="Attribute only the sound around this instant of the clip (seconds).")
 @click.option("--band", default=None, metavar="LO-HI", help="Attribute only this band (Hz), e.g. 40-120.")
 @click.option("--stream", type=int, default=None, help="Audio stream of a media container (0-based).")
+@click.option("--start-tc", default=None, metavar="TC",
+              help="Start timecode for stems that carry none (no bext TimeReference), e.g. 01:00:00:00.")
+@click.option("--fps", default=None, metavar="RATE",
+              help="Frame rate for stems that carry none (no iXML speed), e.g. 23.976, 25, 29.97DF.")
 @click.pass_context
-def locate(ctx, clip, roots, as_json, top, min_score, at, band, stream):
+def locate(ctx, clip, roots, as_json, top, min_score, at, band, stream, start_tc, fps):
     """Find which stem CLIP comes from, where, and how sure that is."""
     from whichsound.locate import locate as run_locate
     from whichsound.report import dumps, locate_json, render_locate
+    from whichsound.stems import apply_clock_defaults, discover
 
-    result = run_locate(clip, list(roots), at=at, band=_parse_band(band), min_score=min_score, stream=stream)
+    found = apply_clock_defaults(discover(list(roots)), start_tc=start_tc, fps=fps)
+    result = run_locate(clip, list(roots), at=at, band=_parse_band(band), min_score=min_score, stream=stream,
+                        discovery=found)
     if as_json:
         click.echo(dumps(locate_json(result)))
     else:

@@ -235,3 +235,36 @@ def _make_stem(path: Path, root: str, rel: str, rules, read_metadata: bool) -> S
         if role == "OTHER" and (meta.scene or meta.take) and _TAKE_RE.search(path.stem):
             role = "PROD"
     return Stem(path, root, rel, role, info.samplerate, info.channels, info.frames, names, **kwargs)
+
+
+def apply_clock_defaults(found: Discovery, *, start_tc: str | None = None, fps: str | None = None) -> Discovery:
+    """Give files that carry no clock of their own a start timecode and frame rate (--start-tc, --fps).
+
+    A file's own bext TimeReference and iXML rate always win; `fps` (e.g. "23.976", "29.97 DF") also sets
+    the rate `start_tc` is read at. Raises TimecodeError for an unreadable rate or timecode.
+    """
+    from dataclasses import replace
+
+    from whichsound.timecode import parse_frame_rate, timecode_to_samples
+
+    if start_tc is None and fps is None:
+        return found
+    rate = parse_frame_rate(fps) if fps is not None else None
+    stems = []
+    for stem in found.stems:
+        own_rate = rate
+        if stem.fps is not None:
+            from whichsound.timecode import FrameRate
+
+            own_rate = FrameRate(stem.fps.numerator, stem.fps.denominator, bool(stem.drop_frame))
+        changes = {}
+        if stem.fps is None and rate is not None:
+            changes.update(fps=rate.fps, drop_frame=rate.drop_frame)
+        if stem.time_reference is None and start_tc is not None:
+            if own_rate is None:
+                from whichsound.errors import TimecodeError
+
+                raise TimecodeError(start_tc, "needs a frame rate: give --fps")
+            changes["time_reference"] = timecode_to_samples(start_tc, own_rate, stem.samplerate)
+        stems.append(replace(stem, **changes) if changes else stem)
+    return Discovery(stems, list(found.warnings))

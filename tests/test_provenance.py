@@ -1,0 +1,113 @@
+"""Production provenance: a noise in the dialogue stem traced to its take, channel and time-of-day timecode,
+and stem clocks from --start-tc / --fps when files carry none. Uses the committed fixture scene."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from whichsound.cli import main
+from whichsound.locate import locate
+from whichsound.stems import apply_clock_defaults, discover
+from whichsound.timecode import FrameRate, samples_to_timecode
+
+SCENE = Path(__file__).resolve().parents[1] / "fixtures" / "scene"
+TRUTH = json.loads((SCENE / "truth.json").read_text())
+
+
+def _clip(cid: str) -> dict:
+    return next(c for c in TRUTH["clips"] if c["id"] == cid)
+
+
+def test_production_noise_is_traced_to_take_channel_and_time_of_day():
+    clip = _clip("prod_cough")
+    res = locate(SCENE / clip["file"], [str(SCENE / "stems"), str(SCENE / "production")])
+    v = res.verdict
+    assert v.origin == "production"
+    take = next(a for a in clip["answers"] if a["root"] == "production" and a.get("used_by_edit"))
+    meta = next(t for t in TRUTH["takes"] if t["file"].endswith(take["stem"]))
+    if v.match.stem.role == "PROD":  # the take itself explains the clip best: the verdict names it
+        prod = {"file": v.match.stem.rel, "channel": v.match.channel, "offset_s": v.match.offset_s,
+                "scene": v.match.stem.scene, "take": v.match.stem.take}
+    else:  # the dialogue stem: the take must be named in the production block
+        assert v.match.stem.rel == "R1_DX.wav"
+        prod = v.production
+    assert prod["file"] == take["stem"]
+    assert (prod["scene"], prod["take"]) == (meta["scene"], meta["take"])
+    # 0.1 ms: the take's own correlation peak, sub-sample interpolated.
+    assert prod["offset_s"] == pytest.approx(take["offset_s"], abs=1e-4)
+    rate = FrameRate(24, 1, False)
+    expect_tc = samples_to_timecode(meta["time_reference"] + round(take["offset_s"] * 48000), rate, 48000)
+    from whichsound.report import stem_timecode
+
+    got_tc = prod.get("timecode") or stem_timecode(v.match.stem, v.match.offset)
+    assert got_tc == expect_tc
+    assert got_tc.startswith("14:25:")  # time of day on the recorder, not the reel's 01:00:00:00
+
+
+def test_dialogue_verdict_names_the_take_in_its_production_block():
+    # A line of dialogue (an MP3 review copy): it is in the DX edit and in a take. Whichever explains it best,
+    # the answer must carry the take's scene/take and its time-of-day timecode.
+    clip = next(c for c in TRUTH["clips"] if c["file"].endswith(".mp3"))
+    res = locate(SCENE / clip["file"], [str(SCENE / "stems"), str(SCENE / "production")])
+    v = res.verdict
+    assert v.origin == "production"
+    takes = {a["stem"] for a in clip["answers"] if a["root"] == "production"}
+    if v.match.stem.role == "DX":
+        named, tc = v.production["file"], v.production["timecode"]
+    else:
+        from whichsound.report import stem_timecode
+
+        named, tc = v.match.stem.rel, stem_timecode(v.match.stem, v.match.offset)
+    assert named in takes
+    assert tc.startswith("14:")
+
+
+def test_sound_in_the_dialogue_stem_but_in_no_take_says_so(tmp_path):
+    # Take 2 removed: the cough is in the DX edit but in no take given.
+    prod = tmp_path / "production"
+    prod.mkdir()
+    shutil.copy(SCENE / "production" / "12A_T01.wav", prod / "12A_T01.wav")
+    clip = _clip("prod_cough")
+    res = locate(SCENE / clip["file"], [str(SCENE / "stems"), str(prod)])
+    v = res.verdict
+    assert v.match is not None and v.match.stem.rel == "R1_DX.wav"
+    assert v.production == {"file": None}
+    assert "no production take" in v.text
+
+
+def test_start_tc_and_fps_fill_only_files_without_a_clock():
+    found = discover([str(SCENE / "stems")])
+    flac = next(s for s in found.stems if s.rel == "R1_FX.flac")
+    wav = next(s for s in found.stems if s.rel == "R1_DX.wav")
+    assert flac.time_reference is None and wav.time_reference == 3600 * 48000
+    filled = apply_clock_defaults(found, start_tc="10:00:00:00", fps="25")
+    flac2 = next(s for s in filled.stems if s.rel == "R1_FX.flac")
+    wav2 = next(s for s in filled.stems if s.rel == "R1_DX.wav")
+    assert flac2.time_reference == 10 * 3600 * 48000 and flac2.fps == Fraction(25)
+    assert (wav2.time_reference, wav2.fps) == (wav.time_reference, wav.fps)  # its own bext/iXML win
+
+
+def test_cli_start_tc_gives_flac_stems_a_timecode():
+    clip = _clip("fx_door")
+    runner = CliRunner()
+    out = runner.invoke(main, ["locate", str(SCENE / clip["file"]), "--stems", str(SCENE / "stems"),
+                               "--start-tc", "01:00:00:00", "--fps", "24", "--json"])
+    assert out.exit_code == 0, out.output
+    v = json.loads(out.stdout)["verdict"]
+    assert v["stem"] == "R1_FX.flac"
+    frames = int(clip["answers"][0]["offset_s"] * 24)  # the frame that contains the clip's first sample
+    assert v["timecode"] == samples_to_timecode(3600 * 48000 + frames * 2000, FrameRate(24, 1, False), 48000)
+
+
+def test_cli_bad_fps_is_a_one_line_error():
+    clip = _clip("fx_door")
+    out = CliRunner().invoke(main, ["locate", str(SCENE / clip["file"]), "--stems", str(SCENE / "stems"),
+                                    "--start-tc", "01:00:00:00", "--fps", "twenty"])
+    assert out.exit_code == 2
+    assert "twenty" in out.stderr and len(out.stderr.strip().splitlines()) == 1
