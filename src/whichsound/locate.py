@@ -42,6 +42,8 @@ SPEED_TOLERANCE = 2e-5
 #: Speeds scanned again (PAL 25 <-> 24 fps) when the clip at speed 1 explains less than RESCAN_BELOW.
 RESCAN_SPEEDS = (24 / 25, 25 / 24)
 RESCAN_BELOW = 0.5
+#: Candidate lags whose joint (summed squared NCC) peak is under this fraction of the best are not fitted.
+CANDIDATE_FLOOR = 0.25
 
 
 @dataclass(frozen=True)
@@ -245,7 +247,10 @@ def _group_hypotheses(key, members, stems, scans, cache, speed, focus, band) -> 
     bins = set(_peak_bins(joint, _CANDIDATES_PER_GROUP, 2))
     for m in members:
         top = max(scans[m], key=lambda s: s.best)
-        bins.add((top.best_lag - first.lag0) // first.hop)
+        bins.add(min(nb - 1, (top.best_lag - first.lag0) // first.hop))
+    # A candidate whose joint peak is a small fraction of the best one cannot win the fit: skip it.
+    floor = CANDIDATE_FLOOR * float(joint.max())
+    bins = {b for b in bins if joint[b] >= floor or _own_peak_strong(b, members, scans, first)}
     lags: dict[float, None] = {}
     for b in sorted(bins):
         centre = first.lag0 + b * first.hop + first.hop // 2
@@ -265,6 +270,15 @@ def _group_hypotheses(key, members, stems, scans, cache, speed, focus, band) -> 
     if quality > 0.0 and (sp != best.speed or abs(lag - best.lag) > 1e-3):
         hyps.append(_fit(key, members, stems, scans, cache, lag, sp, focus, band))
     return hyps
+
+
+def _own_peak_strong(b: int, members, scans, first) -> bool:
+    """True when some member's own best peak falls in bin `b` and stands out (a stem off its timeline)."""
+    for m in members:
+        top = max(scans[m], key=lambda s: s.best)
+        if (top.best_lag - first.lag0) // first.hop == b and top.best >= 0.3:
+            return True
+    return False
 
 
 def _virtual_mix(members, stems, start: int, n: int) -> np.ndarray:

@@ -1,0 +1,81 @@
+"""Speed-changed clips: pull-down/up, PAL speed-up/slow-down and an arbitrary drift are recovered, with the
+stem and the offset on the stem's own clock. Clips are cut from the fixture scene's printmaster."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from whichsound.align import describe_speed
+from whichsound.audio import resample
+from whichsound.locate import locate
+
+SCENE = Path(__file__).resolve().parents[1] / "fixtures" / "scene"
+TRUTH = json.loads((SCENE / "truth.json").read_text())
+SR = 48000
+
+
+def _speed_clip(tmp_path: Path, cid: str, speed: float, pad_s: float = 0.6) -> tuple[Path, float, str]:
+    """A printmaster excerpt around clip `cid` (with `pad_s` more each side) played at `speed`.
+
+    Returns (path, where its first sample lies in the answer's stem in seconds, that stem)."""
+    clip = next(c for c in TRUTH["clips"] if c["id"] == cid)
+    ans = next(a for a in clip["answers"] if a["root"] == "stems")
+    pm, sr = sf.read(str(SCENE / "printmaster.wav"), dtype="float32", always_2d=True)
+    start = max(0, int(round((clip["window_s"][0] - pad_s) * sr)))
+    end = min(len(pm), int(round((clip["window_s"][1] + pad_s) * sr)))
+    x = pm[start:end]
+    # Played at `speed`: each second of clip carries `speed` seconds of the original.
+    y = resample(x, sr, sr / speed)
+    path = tmp_path / f"{cid}_{speed:.5f}.wav"
+    sf.write(str(path), y, sr, subtype="PCM_24")
+    offset = ans["offset_s"] + (start / sr - clip["window_s"][0])
+    return path, offset, ans["stem"]
+
+
+@pytest.mark.parametrize("speed", [1000 / 1001, 1001 / 1000, 25 / 24, 24 / 25, 1.03],
+                         ids=["pulldown", "pullup", "pal_up", "pal_down", "drift_3pct"])
+def test_speed_is_recovered_with_stem_and_offset(tmp_path, speed):
+    path, offset, stem = _speed_clip(tmp_path, "fx_door", speed)
+    res = locate(path, [str(SCENE / "stems")])
+    v = res.verdict
+    assert v.match is not None and v.match.stem.rel == stem
+    # The issue's tolerance: speed within 0.02 %; the offset (first sample, stem clock) within 2 ms.
+    assert v.match.speed == pytest.approx(speed, rel=2e-4)
+    assert abs(v.match.offset_s - offset) < 2e-3
+    assert "runs" in v.text
+
+
+def test_unchanged_clip_reports_speed_one_exactly(tmp_path):
+    path, offset, stem = _speed_clip(tmp_path, "fx_door", 1.0)
+    v = locate(path, [str(SCENE / "stems")]).verdict
+    assert v.match.speed == 1.0
+    assert abs(v.match.offset_s - offset) * SR < 0.01  # an unmodified excerpt: sample-exact
+
+
+@pytest.mark.parametrize(("speed", "words"), [
+    (1000 / 1001, "0.1 % slow (24 fps played at 23.976: pull-down)"),
+    (1001 / 1000, "0.1 % fast (23.976 played at 24 fps: pull-up)"),
+    (25 / 24, "4.2 % fast (24 fps played at 25: PAL speed-up)"),
+    (24 / 25, "4 % slow (25 fps played at 24: PAL slow-down)"),
+    (1.03, "3 % fast"),
+])
+def test_speed_in_words(speed, words):
+    assert describe_speed(speed) == words
+
+
+def test_speed_of_a_random_clip_is_not_invented():
+    # Noise is in no stem: whatever the search tries, it must not claim a speed-changed match.
+    rng = np.random.default_rng(1)
+    x = 0.1 * rng.standard_normal((SR, 2)).astype(np.float32)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "noise.wav"
+        sf.write(str(path), x, SR, subtype="PCM_24")
+        v = locate(path, [str(SCENE / "stems")]).verdict
+    assert v.match is None and v.origin == "none"
