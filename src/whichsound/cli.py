@@ -136,5 +136,75 @@ def scan(dirs, as_json):
         render_scan(doc, Console())
 
 
+#: `batch` exit status when any notes row could not be answered (the others were, and the report written).
+BATCH_ROWS_FAILED = 3
+
+
+@main.command()
+@click.argument("notes", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--mix", default=None, metavar="WAV",
+              help="The mix the notes' timecodes refer to (printmaster or review copy).")
+@click.option("--stems", "roots", multiple=True, required=True, metavar="DIR",
+              help="Folder of stems or production takes (searched recursively); repeat for more.")
+@click.option("--fps", default=None, metavar="RATE", help="Timecode rate of the notes (default: the mix's iXML).")
+@click.option("--start-tc", default=None, metavar="TC",
+              help="Timecode of the mix's first sample (default: its bext TimeReference).")
+@click.option("--out", default=None, metavar="FILE", help="Write the report to FILE (.json or .csv).")
+@click.option("--jobs", type=click.IntRange(min=1), default=None, help="Notes run in parallel (default: all cores).")
+@click.option("--window", "window_s", type=click.FloatRange(min=0.0), default=2.0, show_default=True,
+              metavar="SECONDS", help="Search the timeline stems this far either side of each note's timecode.")
+@click.option("--json", "as_json", is_flag=True, help="Print only the JSON report on stdout.")
+@click.pass_context
+def batch(ctx, notes, mix, roots, fps, start_tc, out, jobs, window_s, as_json):
+    """Answer every review note of the CSV NOTES (timecodes of the mix) in one run.
+
+    Each note's window [tc_in, tc_out) is cut from the mix and located in the stems near its timecode; a
+    note with only an in point gets 2 s. Exit 0 when every row was answered, 3 when any row failed
+    (its error names the line), 2 when the run could not start.
+    """
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from whichsound.batch import run_batch
+    from whichsound.report import batch_csv, batch_json, dumps, render_batch, write_atomic
+
+    kind = None
+    if out is not None:
+        kind = Path(out).suffix.lower()
+        if kind in (".html", ".htm"):
+            raise click.UsageError("HTML reports are not available yet; use .json or .csv")
+        if kind not in (".json", ".csv"):
+            raise click.UsageError(f"--out {out}: unknown report type {kind or '(no extension)'!r}; use .json or .csv")
+        if not Path(out).resolve().parent.is_dir():
+            raise click.UsageError(f"--out {out}: the folder {Path(out).resolve().parent} does not exist")
+    err = Console(stderr=True)
+    args = {"mix": mix, "fps": fps, "start_tc": start_tc, "window_s": window_s, "jobs": jobs}
+    if err.is_terminal:
+        from rich import progress as rp
+
+        with rp.Progress(rp.TextColumn("notes"), rp.BarColumn(), rp.MofNCompleteColumn(), rp.TimeElapsedColumn(),
+                         console=err, transient=True) as bar:
+            task = bar.add_task("notes", total=None)
+            report = run_batch(notes, list(roots), **args,
+                               progress=lambda done, total: bar.update(task, completed=done, total=total))
+    else:
+        report = run_batch(notes, list(roots), **args)
+    if kind == ".json":
+        write_atomic(out, dumps(batch_json(report)) + "\n")
+    elif kind == ".csv":
+        write_atomic(out, batch_csv(report))
+    if as_json:
+        click.echo(dumps(batch_json(report)))
+    else:
+        import os
+
+        console = Console()
+        if not console.is_terminal and "COLUMNS" not in os.environ:
+            console = Console(width=200)  # a log or a pipe: one line per note
+        render_batch(report, console)
+    ctx.exit(BATCH_ROWS_FAILED if report.failed else Exit.FOUND)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

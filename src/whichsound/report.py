@@ -358,3 +358,179 @@ def render_scan(doc: dict, console) -> None:
 
 
 __all__ += ["render_scan", "scan_file_json", "scan_json", "stem_format", "stem_fps"]
+
+
+# --- `whichsound batch`: one row per review note -------------------------------------------------------
+
+BATCH_CSV_COLUMNS = (
+    "id", "line", "tc_in", "tc_out", "note", "source stem", "root", "role", "origin", "offset_s",
+    "stem timecode", "confidence", "shares", "sync_offset_s", "production take", "production timecode", "error",
+)
+
+
+def batch_row_json(row) -> dict:
+    """One batch row as the report's dict: the note, locate's verdict and matches, the sync offset, the error."""
+    n = row.note
+    return {
+        "id": n.id,
+        "line": n.line,
+        "tc_in": n.tc_in,
+        "tc_out": n.tc_out,
+        "note": n.note,
+        "clip": n.clip,
+        "window": None if row.start_s is None else {
+            "start_s": row.start_s, "end_s": row.end_s, "tc_in": row.tc_in_label, "tc_out": row.tc_out_label},
+        "verdict": row.verdict,
+        "matches": list(row.matches),
+        "shares": dict(row.shares),
+        "residual_share": row.residual_share,
+        "expected_offset_s": row.expected_offset_s,
+        "sync_offset_s": row.sync_offset_s,
+        "sync": row.sync_text,
+        "warnings": list(row.warnings),
+        "seconds": round(row.seconds, 3),
+        "error": row.error,
+    }
+
+
+def batch_summary(report) -> dict:
+    """Counts by origin and role, failed rows, speed and what the run used."""
+    answered = [r for r in report.rows if r.failure is None and r.verdict is not None]
+    by_origin: dict[str, int] = {}
+    by_role: dict[str, int] = {}
+    for r in answered:
+        by_origin[r.verdict["origin"]] = by_origin.get(r.verdict["origin"], 0) + 1
+        role = r.verdict["role"] or "none"
+        by_role[role] = by_role.get(role, 0) + 1
+    failed = [r for r in report.rows if r.failure is not None]
+    synced = [r for r in answered if r.sync_text]
+    return {
+        "notes": len(report.rows),
+        "answered": len(answered),
+        "found": sum(r.verdict["stem"] is not None for r in answered),
+        "none": sum(r.verdict["stem"] is None for r in answered),
+        "failed": len(failed),
+        "failed_lines": [r.note.line for r in failed],
+        "by_origin": by_origin,
+        "by_role": by_role,
+        "sync_offsets": len(synced),
+        "seconds": round(report.seconds, 3),
+        "notes_per_second": None if report.seconds <= 0 else round(len(report.rows) / report.seconds, 4),
+        "jobs": report.jobs,
+        "notes_file": str(report.notes_path),
+        "mix": report.mix,
+        "fps": report.fps,
+        "mix_start": report.mix_start,
+        "window_s": report.window_s,
+        "stems": report.stems,
+        "warnings": list(report.warnings),
+    }
+
+
+def batch_json(report) -> dict:
+    """The whole `batch` JSON report: {"rows": [...], "summary": {...}}."""
+    return {"rows": [batch_row_json(r) for r in report.rows], "summary": batch_summary(report)}
+
+
+def _shares_cell(row) -> str:
+    roles = {m["stem"]: m["role"] for m in row.matches}
+    labels = [roles.get(rel, rel) for rel in row.shares]
+    parts = [f"{(roles.get(rel, rel) if labels.count(roles.get(rel, rel)) == 1 else rel)} {v:.2f}"
+             for rel, v in row.shares.items() if v >= 0.005]
+    if row.residual_share is not None:
+        parts.append(f"residual {row.residual_share:.2f}")
+    return "; ".join(parts)
+
+
+def _production_cells(v: dict | None) -> tuple[str, str]:
+    """(take, timecode) of a verdict's production provenance; the take itself for a take verdict."""
+    if v is None:
+        return "", ""
+    if v.get("role") == "PROD":
+        return v["stem"] or "", v.get("timecode") or ""
+    prod = v.get("production")
+    if prod is None:
+        return "", ""
+    if prod.get("file") is None:
+        return "in no take given", ""
+    track = prod.get("track") or (f"ch {prod['channel'] + 1}" if prod.get("channel") is not None else None)
+    return prod["file"] + (f" ({track})" if track else ""), prod.get("timecode") or ""
+
+
+def batch_table_rows(report) -> list[dict[str, str]]:
+    """One dict of text cells per note, keyed by BATCH_CSV_COLUMNS: the CSV report and the terminal table."""
+    out = []
+    for r in report.rows:
+        v = r.verdict or {}
+        take, take_tc = _production_cells(r.verdict)
+        out.append({
+            "id": r.note.id,
+            "line": str(r.note.line),
+            "tc_in": r.tc_in_label or r.note.tc_in or "",
+            "tc_out": r.tc_out_label or r.note.tc_out or "",
+            "note": r.note.note,
+            "source stem": ("(none)" if r.verdict and v.get("stem") is None else v.get("stem") or ""),
+            "root": v.get("root") or "",
+            "role": v.get("role") or "",
+            "origin": v.get("origin") or "",
+            "offset_s": "" if v.get("offset_s") is None else f"{v['offset_s']:.6f}",
+            "stem timecode": v.get("timecode") or "",
+            "confidence": "" if not v else f"{v['confidence']:.2f}",
+            "shares": _shares_cell(r) if r.verdict else "",
+            "sync_offset_s": "" if r.sync_offset_s is None else f"{r.sync_offset_s:.6f}",
+            "production take": take,
+            "production timecode": take_tc,
+            "error": r.error or "",
+        })
+    return out
+
+
+def batch_csv(report) -> str:
+    """The CSV report: a header row and one row per note (columns BATCH_CSV_COLUMNS)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=BATCH_CSV_COLUMNS, lineterminator="\r\n")
+    w.writeheader()
+    w.writerows(batch_table_rows(report))
+    return buf.getvalue()
+
+
+def render_batch(report, console) -> None:
+    """Print one table row per note, then the sync offsets, the failed rows and a summary line."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for name, kw in (("id", {"no_wrap": True}), ("tc_in", {"no_wrap": True}),
+                     ("note", {"overflow": "fold", "min_width": 10}),
+                     ("source stem", {"overflow": "fold", "min_width": 10}), ("role/origin", {"no_wrap": True}),
+                     ("stem TC", {"no_wrap": True}), ("conf", {"justify": "right", "no_wrap": True}),
+                     ("production take", {"overflow": "fold"}), ("sync", {"justify": "right", "no_wrap": True}),
+                     ("error", {"overflow": "fold"})):
+        table.add_column(name, **kw)
+    for r, cells in zip(report.rows, batch_table_rows(report), strict=True):
+        role = f"{cells['role'] or '-'}/{cells['origin']}" if cells["origin"] else ""
+        take = " ".join(x for x in (cells["production take"], cells["production timecode"]) if x)
+        sync = "" if not r.sync_text else f"{r.sync_offset_s * 1000:+.1f} ms"
+        style = "red" if r.failure else ("yellow" if r.verdict and r.verdict["stem"] is None else None)
+        table.add_row(Text(cells["id"]), cells["tc_in"], Text(cells["note"]), Text(cells["source stem"]), role,
+                      cells["stem timecode"], cells["confidence"], Text(take), sync, Text(cells["error"]),
+                      style=style)
+    console.print(table)
+    for w in report.warnings:
+        console.print(Text(f"warning: {w}", style="yellow"))
+    for r in report.rows:
+        if r.sync_text:
+            console.print(Text(f"{r.note.id} (line {r.note.line}): sync: {r.sync_text}", style="yellow"))
+    s = batch_summary(report)
+    origins = ", ".join(f"{k} {n}" for k, n in sorted(s["by_origin"].items()))
+    line = f"{s['notes']} notes: {s['answered']} answered ({origins or 'none'}), {s['failed']} failed"
+    if s["notes_per_second"]:
+        line += f"; {s['notes_per_second']:.2f} notes/s with {s['jobs']} job{'s' * (s['jobs'] != 1)}"
+    console.print(Text(line, style="bold"))
+
+
+__all__ += ["BATCH_CSV_COLUMNS", "batch_csv", "batch_json", "batch_row_json", "batch_summary",
+            "batch_table_rows", "render_batch"]
