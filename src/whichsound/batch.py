@@ -45,7 +45,6 @@ import os
 import re
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -512,8 +511,10 @@ def _process(task: _Task, st: _State) -> RowResult:
             h = task.handle
             samples = read_segment(st.mix, task.start - h, task.frames + 2 * h)
             clip = Clip(Path(f"{Path(st.mix).name}@{task.tc_in_label}"), samples, st.samplerate)
-            with _at_speed_one():
-                result = locate(clip.path, list(st.roots), discovery=st.discovery, clip=clip, near=task.near)
+            # A window cut from the mix runs at the mix's speed: no PAL rescans (they could only find false
+            # matches, at three times the work for every note whose sound is in no stem).
+            result = locate(clip.path, list(st.roots), discovery=st.discovery, clip=clip, near=task.near,
+                            rescan_speeds=())
         if task.handle:
             result = _without_handle(result, task.handle / st.samplerate, st.discovery)
     except WhichsoundError as exc:
@@ -550,22 +551,6 @@ def _process(task: _Task, st: _State) -> RowResult:
         warnings=warnings,
         seconds=time.perf_counter() - t0,
     )
-
-
-@contextmanager
-def _at_speed_one():
-    """locate without its rescans at PAL speeds (24/25, 25/24): a window cut from the mix itself runs at the
-    mix's speed, so those rescans (3 times the work for every note whose sound is in no stem) could only find
-    false matches. locate has no parameter for it yet; its module constant is set for the call and restored.
-    """
-    import whichsound.locate as loc
-
-    saved = loc.RESCAN_SPEEDS
-    loc.RESCAN_SPEEDS = ()
-    try:
-        yield
-    finally:
-        loc.RESCAN_SPEEDS = saved
 
 
 def _foreign_sound_rule(v):

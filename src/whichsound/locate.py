@@ -133,6 +133,7 @@ def locate(
     discovery: Discovery | None = None,
     clip: Clip | None = None,
     near: tuple[float, float] | None = None,
+    rescan_speeds: tuple[float, ...] = RESCAN_SPEEDS,
 ) -> LocateResult:
     """Find which stem under `roots` holds the clip's sound, where, at what speed, and how sure that is.
 
@@ -140,7 +141,8 @@ def locate(
     is the lowest NCC a match may have (default: only the significance test over the search's lags).
     `near` = (first, last) offset in seconds restricts the search of every stem except production takes
     (which run on their own clocks) to those offsets: batch uses it, knowing each note's timeline position.
-    `discovery` and `clip` let a caller reuse what it already read.
+    `discovery` and `clip` let a caller reuse what it already read. `rescan_speeds` are the speeds searched
+    again when the clip at speed 1 explains less than RESCAN_BELOW of itself (() when the speed is known).
     """
     if clip is None:
         clip = read_clip(clip_path, stream=stream)
@@ -177,7 +179,7 @@ def locate(
 
     hyps: list[Hypothesis] = []
     n_lags = 0
-    for speed in (1.0, *RESCAN_SPEEDS):
+    for speed in (1.0, *rescan_speeds):
         if speed != 1.0:
             if max(h.decomposition.explained for h in hyps) >= RESCAN_BELOW:
                 break
