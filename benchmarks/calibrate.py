@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -34,12 +33,11 @@ def load_runs(paths: list[Path]) -> list[dict]:
 
 
 def features(v: dict) -> tuple[str, np.ndarray]:
-    """('found'|'none', feature vector) in the order of the CAL_* weights."""
-    e = v["evidence"]
-    zx = math.log1p(max(e["z"] - e["z_critical"], 0.0))
-    if v["stem"] is None:
-        return "none", np.array([1.0, e["residual"] - e["top_share"], zx])
-    return "found", np.array([1.0, e["top_share"] - e["second_share"], e["top_share"] - e["residual"], zx])
+    """('found'|'none', feature vector): whichsound's own confidence_features, so both use one definition."""
+    from whichsound.locate import confidence_features
+
+    found = v["stem"] is not None
+    return ("found" if found else "none"), np.array(confidence_features(v["evidence"], found))
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, iters: int = 50) -> np.ndarray:
@@ -102,7 +100,7 @@ def main() -> None:
         for r in rs:
             kind, x = features(r["verdict"])
             w = weights.get(kind)
-            out.append(r["verdict"]["confidence"] if w is None else 1 / (1 + math.exp(-float(np.clip(x @ w, -40, 40)))))
+            out.append(r["verdict"]["confidence"] if w is None else 1 / (1 + np.exp(-float(np.clip(x @ w, -40, 40)))))
         return np.array(out)
 
     reliability(fitted(runs), correct, "fitted weights, on the fitting results")
