@@ -84,6 +84,15 @@ class Decomposition:
     def residual(self) -> float:
         return self.summarise()[1]
 
+    def residual_floor(self, percentile: float = 25.0, range_db: float = 30.0) -> float:
+        """The clip's own floor of unexplained energy: a low percentile of the per-frame residual share over
+        the frames within `range_db` dB of the loudest. About 0 for an excerpt of the mix, high for a phone
+        recording (its hiss and the room), in between for a lossy copy; a noise event rises above it."""
+        if len(self.total) == 0 or self.total.max() <= 0:
+            return 0.0
+        loud = self.total >= self.total.max() * 10 ** (-range_db / 10)
+        return float(np.percentile(self.residual_e[loud] / self.total[loud], percentile))
+
     @property
     def explained(self) -> float:
         """Share of the whole clip (all frames) that the stems explain."""
@@ -144,18 +153,30 @@ def decompose(
     samplerate: int,
     *,
     band: tuple[float, float] | None = None,
+    echoes: tuple[int, ...] = (),
 ) -> Decomposition:
     """Fit `clip` (n, cc) by the stems' channels (`regressors[i]`: (n, k_i), already aligned to the clip).
 
     Gains are fitted on the whole clip (complex, one per stem channel and band); energies are kept per frame
-    (see Decomposition.summarise for a focus) and only inside `band` = (lo, hi) Hz when given.
+    (see Decomposition.summarise for a focus) and only inside `band` = (lo, hi) Hz when given. `echoes`
+    adds each stem (channels summed) delayed by that many STFT frames (~5 ms each) as a regressor of its
+    own stem: a short per-band filter that absorbs a room's reverberation (a phone held up in a theatre).
     """
     nfft = int(2 ** round(np.log2(samplerate / 47.0)))  # ~21 ms frames
     hop = nfft // 4
     X = stft(clip, nfft, hop)  # (F, B, cc)
     S = [stft(r, nfft, hop) for r in regressors]
-    owner = np.concatenate([np.full(s.shape[2], i) for i, s in enumerate(S)])
-    A = np.concatenate(S, axis=2)  # (F, B, K)
+    owner_parts = [np.full(s.shape[2], i) for i, s in enumerate(S)]
+    parts = list(S)
+    for d in echoes:
+        for i, s in enumerate(S):
+            mono = s.sum(axis=2, keepdims=True)
+            delayed = np.zeros_like(mono)
+            delayed[d:] = mono[: mono.shape[0] - d]
+            parts.append(delayed)
+            owner_parts.append(np.array([i]))
+    owner = np.concatenate(owner_parts)
+    A = np.concatenate(parts, axis=2)  # (F, B, K)
     F, nb, K = A.shape
     t_frames = np.arange(F) * hop / samplerate
     freqs = np.arange(nb) * samplerate / nfft

@@ -42,6 +42,11 @@ SPEED_TOLERANCE = 2e-5
 #: Speeds scanned again (PAL 25 <-> 24 fps) when the clip at speed 1 explains less than RESCAN_BELOW.
 RESCAN_SPEEDS = (24 / 25, 25 / 24)
 RESCAN_BELOW = 0.5
+#: "In no stem" when the residual above the clip's own floor (Decomposition.residual_floor), renormalised,
+#: outweighs the top stem, or is at least NONE_EXCESS of the clip and NONE_RATIO of the top stem's share:
+#: the stems explain a clip almost entirely, so a fifth of it left over is a sound added after them.
+NONE_EXCESS = 0.2
+NONE_RATIO = 0.5
 #: Candidate lags whose joint (summed squared NCC) peak is under this fraction of the best are not fitted.
 CANDIDATE_FLOOR = 0.25
 
@@ -371,19 +376,26 @@ def _verdict(winner: Hypothesis, matches: list[Match], zcrit: float, min_score: 
     second = ranked[1].share or 0.0 if len(ranked) > 1 else 0.0
     zmax = max(m.z for m in in_winner)
     aligned = zmax >= zcrit and (min_score is None or top.score >= min_score)
+    floor = dec.residual_floor()
+    excess = max(dec.residual - floor, 0.0) / max(1.0 - floor, 1e-9)
+    in_no_stem = excess >= top_share * (1.0 - floor) or (
+        excess >= NONE_EXCESS and excess >= NONE_RATIO * top_share
+    )
     evidence = {
         "top_share": round(top_share, 4),
         "second_share": round(second, 4),
         "residual": round(dec.residual, 4),
+        "residual_floor": round(floor, 4),
+        "residual_excess": round(excess, 4),
         "explained": round(dec.explained, 4),
         "z": round(zmax, 2),
         "z_critical": round(zcrit, 2),
         "score": round(top.score, 4),
     }
     shares_txt = ", ".join(f"{m.stem.role} {m.share:.2f}" for m in ranked[:3])
-    if not aligned or dec.residual >= top_share:
+    if not aligned or in_no_stem:
         why = (
-            f"residual {dec.residual:.2f} outweighs every stem ({shares_txt})"
+            f"{excess:.2f} of it is in no stem ({shares_txt}, residual {dec.residual:.2f})"
             if aligned
             else "no stem correlates with it above the noise floor"
         )
@@ -458,7 +470,7 @@ def confidence_features(evidence: dict, found: bool) -> tuple[float, ...]:
     top, second, resid = evidence["top_share"], evidence["second_share"], evidence["residual"]
     if found:
         return (1.0, top - max(second, resid), evidence["explained"])
-    return (1.0, resid - top, evidence["explained"])
+    return (1.0, evidence.get("residual_excess", resid) - top, evidence["explained"])
 
 
 def confidence_of(evidence: dict, found: bool) -> float:
