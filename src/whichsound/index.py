@@ -1,0 +1,697 @@
+"""The analysis index: decimated copies of stem files, built once and reused by repeat queries.
+
+An entry holds, for one stem file, every channel resampled with soxr to a low *analysis rate* (8000 Hz by
+default) as a ``(channels, n)`` float16 array.  Entries live in a per-user cache folder::
+
+    <cache>/catalog.sqlite        the catalog: one row per (source file, analysis rate), WAL mode
+    <cache>/arrays/<sha256>.npy   the arrays, content-addressed (name = checksum of the file's bytes)
+    <cache>/locks/<key>.lock      per-entry build locks (fcntl.flock), so one process builds an entry
+
+Usage::
+
+    index = Index()                    # or Index(Path("/fast/disk/cache"))
+    entry = index.ensure("R1_DX.wav")  # valid entry, built if missing or stale
+    data = entry.load()                # (channels, n) float16, memory-mapped, read-only
+
+Validity.  An entry is returned only when the source file's size and mtime_ns are unchanged, its *content
+check* matches (blake2b of the size and of the first and last MiB: cheap on multi-GB files; a same-size
+edit in the middle of a large file that also restores mtime_ns is deliberately not detected), the entry was
+made by this FORMAT_VERSION, and the array file is present, of the right length, with a well-formed header
+and (``verify="full"``, the default) a SHA-256 equal to its catalog checksum.  A damaged array is dropped
+and rebuilt by ensure(), never trusted.  A catalog that SQLite cannot read is moved aside
+(``catalog.sqlite.corrupt``) and replaced by an empty one when the Index opens.
+
+Precision.  float16 keeps 11 significant bits: for |x| >= 2**-14 (about -84 dBFS) the stored value is
+within |x| * 2**-11 (-66 dB relative) of soxr's float32 output, below that within 2**-25 absolute
+(about -150 dBFS); values beyond +-65504 are clipped, NaN/inf input samples are read as 0.  The streamed
+decimation is the same as one ``soxr.resample(whole_file, samplerate, rate, quality="HQ")`` call.
+
+Concurrency.  Arrays are written to a unique temp file in ``arrays/``, fsynced, and moved to their final
+name with os.replace inside the ``BEGIN IMMEDIATE`` transaction that inserts the row, so a committed row
+never points at a half-written file and removal of unreferenced arrays is serialized with inserts.  Two
+processes building one entry end with one row and one array.  One Index object per thread.
+
+Memory.  Building streams the file block by block (audio.iter_blocks, soxr.ResampleStream) and writes the
+output with os.pwrite: a few MB whatever the file's length or channel count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import multiprocessing
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from whichsound.audio import iter_blocks, probe
+from whichsound.errors import AudioReadError, WhichsoundError
+
+try:  # POSIX: per-entry and catalog locks; elsewhere SQLite transactions alone keep the catalog valid
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = [
+    "DEFAULT_ANALYSIS_RATE",
+    "FORMAT_VERSION",
+    "CacheError",
+    "Entry",
+    "Index",
+    "Pruned",
+    "content_check",
+    "default_cache_dir",
+]
+
+#: Bump when the stored data changes meaning (resampler quality, dtype, layout): old entries become stale.
+FORMAT_VERSION = 1
+SCHEMA_VERSION = 1
+DEFAULT_ANALYSIS_RATE = 8000
+QUALITY = "HQ"  # soxr quality of the decimation (part of FORMAT_VERSION)
+BLOCK_FRAMES = 1 << 17  # source frames read per block while building
+CHECK_BYTES = 1 << 20  # content check: this many bytes from the start and the end of the source
+CATALOG = "catalog.sqlite"
+TMP_PREFIX = ".tmp-"
+TMP_STALE_S = 3600.0  # prune() removes temp files untouched this long (an interrupted build's)
+_F16_MAX = float(np.finfo(np.float16).max)
+_BUSY_MS = 60_000
+
+ProgressCallback = Callable[[int, int, Path, "Entry | WhichsoundError"], None]
+
+
+class CacheError(WhichsoundError):
+    """An unusable index cache folder (not creatable or not writable), or an entry that cannot be stored."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One stored analysis array and the source file state it was made from."""
+
+    source: Path  # resolved path of the stem file
+    size: int
+    mtime_ns: int
+    content_check: str
+    samplerate: int
+    channels: int
+    frames: int  # source frames
+    analysis_rate: int
+    analysis_frames: int  # n: the array is (channels, n)
+    array_path: Path
+    array_checksum: str  # SHA-256 of the .npy file's bytes
+    format_version: int
+    created: float  # time.time() when built
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames / self.samplerate
+
+    def load(self, mmap: bool = True) -> np.ndarray:
+        """The (channels, n) float16 array: memory-mapped read-only by default, else read into memory."""
+        try:
+            return np.load(self.array_path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise CacheError(f"{self.array_path}: index array unreadable ({exc}); rebuild the entry") from None
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What Index.prune() removed."""
+
+    entries: int
+    files: int
+    bytes: int
+
+
+def default_cache_dir() -> Path:
+    """Per-user cache folder: platformdirs' user cache dir when installed, else $XDG_CACHE_HOME or ~/.cache."""
+    try:
+        import platformdirs
+    except ImportError:
+        platformdirs = None
+    if platformdirs is not None:
+        return Path(platformdirs.user_cache_dir("whichsound", appauthor=False))
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "whichsound"
+
+
+def content_check(path: str | Path) -> tuple[int, int, str]:
+    """(size, mtime_ns, check) of a file: check = blake2b over the size, the first and the last MiB."""
+    with open(path, "rb") as f:
+        st = os.fstat(f.fileno())
+        h = hashlib.blake2b(digest_size=16)
+        h.update(st.st_size.to_bytes(8, "little"))
+        h.update(f.read(CHECK_BYTES))
+        if st.st_size > CHECK_BYTES:
+            f.seek(max(CHECK_BYTES, st.st_size - CHECK_BYTES))
+            h.update(f.read(CHECK_BYTES))
+    return st.st_size, st.st_mtime_ns, h.hexdigest()
+
+
+def _analysis_frames(frames: int, samplerate: int, rate: int) -> int:
+    """Output length of soxr for `frames` input samples (it rounds to nearest, as one-shot resample does)."""
+    if samplerate == rate:
+        return frames
+    return max(int(round(frames * rate / samplerate)), 1 if frames else 0)
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def _flock(path: Path) -> Iterator[None]:
+    """Exclusive flock on `path` (created if needed); safe against a concurrent prune() unlinking it."""
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # the file was unlinked while we waited: lock the new one
+    try:
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
+    """A DatabaseError that means a damaged file (not a busy lock or a permission problem)."""
+    name = getattr(exc, "sqlite_errorname", "")
+    if name in ("SQLITE_CORRUPT", "SQLITE_NOTADB") or "malformed" in str(exc) or "not a database" in str(exc):
+        return True
+    return not isinstance(exc, sqlite3.OperationalError)
+
+
+_COLUMNS = (
+    "source, analysis_rate, size, mtime_ns, content_check, samplerate, channels, frames, analysis_frames, "
+    "array_name, array_checksum, array_bytes, format_version, created"
+)
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    source TEXT NOT NULL,
+    analysis_rate INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    content_check TEXT NOT NULL,
+    samplerate INTEGER NOT NULL,
+    channels INTEGER NOT NULL,
+    frames INTEGER NOT NULL,
+    analysis_frames INTEGER NOT NULL,
+    array_name TEXT NOT NULL,
+    array_checksum TEXT NOT NULL,
+    array_bytes INTEGER NOT NULL,
+    format_version INTEGER NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (source, analysis_rate)
+);
+CREATE INDEX IF NOT EXISTS entries_array ON entries (array_name);
+"""
+
+
+class Index:
+    """The analysis index in `cache_dir` (default: default_cache_dir()) at `rate` Hz.
+
+    `verify` is how get() checks an array file: "full" hashes it (SHA-256, about 1 GB/s), "quick" checks
+    only its length and header (catches truncation, not a flipped byte).  Raises CacheError when the folder
+    cannot be created or written.
+    """
+
+    def __init__(self, cache_dir: str | Path | None = None, *, rate: int = DEFAULT_ANALYSIS_RATE,
+                 verify: str = "full"):
+        if verify not in ("full", "quick"):
+            raise ValueError("verify must be 'full' or 'quick'")
+        if int(rate) <= 0:
+            raise ValueError("analysis rate must be positive")
+        self.dir = Path(cache_dir if cache_dir is not None else default_cache_dir()).expanduser().absolute()
+        self.rate = int(rate)
+        self.verify = verify
+        self.arrays_dir = self.dir / "arrays"
+        self.locks_dir = self.dir / "locks"
+        self.catalog_path = self.dir / CATALOG
+        self._verified: dict[str, tuple] = {}  # array name -> file identity already hashed by this process
+        try:
+            for d in (self.dir, self.arrays_dir, self.locks_dir):
+                d.mkdir(parents=True, exist_ok=True)
+            probe_file = self.dir / f"{TMP_PREFIX}{uuid.uuid4().hex}"
+            probe_file.write_bytes(b"")
+            probe_file.unlink()
+        except OSError as exc:
+            raise CacheError(f"{self.dir}: index cache folder is not writable ({exc.strerror or exc})") from None
+        self._con: sqlite3.Connection | None = None
+        self._open_catalog()
+
+    # -- catalog ---------------------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.catalog_path, timeout=_BUSY_MS / 1000, isolation_level=None)
+        try:
+            con.execute(f"PRAGMA busy_timeout = {_BUSY_MS}")
+            con.execute("PRAGMA journal_mode = WAL")
+            con.execute("PRAGMA synchronous = NORMAL")
+            rows = con.execute("PRAGMA quick_check").fetchall()
+            if rows != [("ok",)]:
+                raise sqlite3.DatabaseError(f"integrity check failed: {rows[0][0] if rows else 'no answer'}")
+            version = con.execute("PRAGMA user_version").fetchone()[0]
+            if version != SCHEMA_VERSION:
+                con.execute("BEGIN IMMEDIATE")
+                try:
+                    if con.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                        con.execute("DROP TABLE IF EXISTS entries")  # a cache: an old layout is just dropped
+                        for stmt in _SCHEMA.split(";"):
+                            if stmt.strip():
+                                con.execute(stmt)
+                        con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+    def _open_catalog(self) -> None:
+        """Open (creating) the catalog; a damaged one is moved aside and replaced by an empty one."""
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+        try:
+            with _flock(self.locks_dir / "catalog.lock"):
+                try:
+                    self._con = self._connect()
+                except sqlite3.DatabaseError as exc:
+                    if not _is_corruption(exc):
+                        raise
+                    self._move_aside()
+                    self._con = self._connect()
+        except sqlite3.Error as exc:
+            raise CacheError(f"{self.catalog_path}: cannot open the index catalog ({exc})") from None
+        except OSError as exc:
+            raise CacheError(f"{self.dir}: index cache folder is not usable ({exc.strerror or exc})") from None
+
+    def _move_aside(self) -> None:
+        aside = self.dir / (CATALOG + ".corrupt")
+        for suffix in ("", "-wal", "-shm"):
+            src = self.dir / (CATALOG + suffix)
+            if not src.exists():
+                continue
+            if suffix == "-shm":
+                src.unlink()
+            else:
+                os.replace(src, self.dir / (aside.name + suffix))
+        _fsync_dir(self.dir)
+
+    @property
+    def con(self) -> sqlite3.Connection:
+        if self._con is None:
+            raise CacheError(f"{self.dir}: the index is closed")
+        return self._con
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction (BEGIN IMMEDIATE: takes the database's write lock at once)."""
+        con = self.con
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            yield con
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Index({str(self.dir)!r}, rate={self.rate})"
+
+    # -- entries ---------------------------------------------------------------------------------------
+
+    def _row_to_entry(self, row: tuple) -> Entry:
+        (source, rate, size, mtime_ns, check, sr, ch, frames, n, name, checksum, _nbytes, fmt, created) = row
+        return Entry(Path(source), size, mtime_ns, check, sr, ch, frames, rate, n,
+                     self.arrays_dir / name, checksum, fmt, created)
+
+    def _row(self, source: Path) -> tuple | None:
+        return self.con.execute(
+            f"SELECT {_COLUMNS} FROM entries WHERE source = ? AND analysis_rate = ?", (str(source), self.rate)
+        ).fetchone()
+
+    def entries(self) -> list[Entry]:
+        """Every catalog row at this analysis rate (valid or not), sorted by source path."""
+        rows = self.con.execute(
+            f"SELECT {_COLUMNS} FROM entries WHERE analysis_rate = ? ORDER BY source", (self.rate,)
+        ).fetchall()
+        return [self._row_to_entry(r) for r in rows]
+
+    def get(self, path: str | Path) -> Entry | None:
+        """The valid entry for a stem file, or None (no entry, the file changed or is gone, array damaged)."""
+        source = Path(path).resolve()
+        row = self._row(source)
+        if row is None:
+            return None
+        entry = self._row_to_entry(row)
+        if entry.format_version != FORMAT_VERSION:
+            return None
+        try:
+            size, mtime_ns, check = content_check(source)
+        except OSError:
+            return None
+        if (size, mtime_ns, check) != (entry.size, entry.mtime_ns, entry.content_check):
+            return None
+        if not self._array_ok(entry, row[11]):
+            self._drop(entry)
+            return None
+        return entry
+
+    def _array_ok(self, entry: Entry, nbytes: int) -> bool:
+        path = entry.array_path
+        try:
+            st = os.stat(path)
+            if st.st_size != nbytes:
+                return False
+            with open(path, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                if version != (1, 0):
+                    return False
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+                expected = f.tell() + entry.channels * entry.analysis_frames * 2
+            if (shape != (entry.channels, entry.analysis_frames) or fortran or dtype != np.dtype("<f2")
+                    or expected != nbytes):
+                return False
+            if self.verify == "quick":
+                return True
+            ident = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            if self._verified.get(path.name) == ident:
+                return True
+            if _sha256_file(path) != entry.array_checksum:
+                return False
+            self._verified[path.name] = ident
+            return True
+        except (OSError, ValueError):
+            return False
+
+    def _drop(self, entry: Entry) -> None:
+        """Delete a damaged entry's row (if it still points at that array) and the array if unreferenced."""
+        name = entry.array_path.name
+        self._verified.pop(name, None)
+        with self._write() as con:
+            con.execute("DELETE FROM entries WHERE source = ? AND analysis_rate = ? AND array_name = ?",
+                        (str(entry.source), entry.analysis_rate, name))
+            self._unlink_if_unreferenced(con, name)
+
+    def _unlink_if_unreferenced(self, con: sqlite3.Connection, name: str) -> int:
+        """Inside a write transaction: delete arrays/<name> when no row refers to it; return bytes freed."""
+        if con.execute("SELECT 1 FROM entries WHERE array_name = ? LIMIT 1", (name,)).fetchone():
+            return 0
+        path = self.arrays_dir / name
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            return 0
+        self._verified.pop(name, None)
+        return size
+
+    def ensure(self, path: str | Path) -> Entry:
+        """The valid entry for a stem file, built first when missing or stale."""
+        entry = self.get(path)
+        return entry if entry is not None else self.build(path, force=False)
+
+    def build(self, path: str | Path, *, force: bool = True) -> Entry:
+        """Decimate a stem file and store it (replacing any entry for it); return the new entry.
+
+        With force=False, an entry another process finished while this one waited for the lock is reused.
+        Raises AudioReadError for a file soundfile cannot read, CacheError when it cannot be stored.
+        """
+        source = Path(path).resolve()
+        if not source.is_file():
+            raise AudioReadError(path, "file not found" if not source.exists() else "not a file")
+        key = hashlib.blake2b(f"{self.rate}:{source}".encode(), digest_size=16).hexdigest()
+        try:
+            with _flock(self.locks_dir / f"{key}.lock"):
+                if not force:
+                    entry = self.get(source)
+                    if entry is not None:
+                        return entry
+                for _attempt in range(3):
+                    entry = self._build_once(source)
+                    if entry is not None:
+                        return entry
+        except OSError as exc:
+            raise CacheError(f"{self.dir}: cannot store the index entry for {source} "
+                             f"({exc.strerror or exc})") from None
+        raise CacheError(f"{source}: the file kept changing while it was being indexed")
+
+    def _build_once(self, source: Path) -> Entry | None:
+        size, mtime_ns, check = content_check(source)
+        info = probe(source)
+        tmp = self.arrays_dir / f"{TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex}.npy"
+        try:
+            n = _analysis_frames(info.frames, info.samplerate, self.rate)
+            nbytes = _write_decimated(source, tmp, info.samplerate, info.channels, info.frames, self.rate, n)
+            if content_check(source)[:2] != (size, mtime_ns):
+                return None  # changed while we read it: try again
+            checksum = _sha256_file(tmp)
+            name = f"{checksum[:32]}.npy"
+            final = self.arrays_dir / name
+            created = time.time()
+            with self._write() as con:
+                os.replace(tmp, final)  # atomic, and under the write lock: serialized with removals
+                _fsync_dir(self.arrays_dir)
+                old = con.execute("SELECT array_name FROM entries WHERE source = ? AND analysis_rate = ?",
+                                  (str(source), self.rate)).fetchone()
+                con.execute(
+                    f"INSERT OR REPLACE INTO entries ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (str(source), self.rate, size, mtime_ns, check, info.samplerate, info.channels,
+                     info.frames, n, name, checksum, nbytes, FORMAT_VERSION, created),
+                )
+                if old is not None and old[0] != name:
+                    self._unlink_if_unreferenced(con, old[0])
+            st = os.stat(final)
+            self._verified[name] = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            return Entry(source, size, mtime_ns, check, info.samplerate, info.channels, info.frames,
+                         self.rate, n, final, checksum, FORMAT_VERSION, created)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+    def remove(self, path: str | Path) -> bool:
+        """Forget a stem file's entry (and its array unless another entry shares it); True if there was one."""
+        source = Path(path).resolve()
+        with self._write() as con:
+            row = con.execute("SELECT array_name FROM entries WHERE source = ? AND analysis_rate = ?",
+                              (str(source), self.rate)).fetchone()
+            if row is None:
+                return False
+            con.execute("DELETE FROM entries WHERE source = ? AND analysis_rate = ?", (str(source), self.rate))
+            self._unlink_if_unreferenced(con, row[0])
+        return True
+
+    def prune(self) -> Pruned:
+        """Drop rows (at every rate) whose source file is gone or of an old format, orphaned array files,
+        stale temp files, unused lock files and a moved-aside damaged catalog."""
+        entries = files = freed = 0
+        with self._write() as con:
+            for source, rate, fmt in con.execute(
+                    "SELECT source, analysis_rate, format_version FROM entries").fetchall():
+                if fmt != FORMAT_VERSION or not os.path.isfile(source):
+                    con.execute("DELETE FROM entries WHERE source = ? AND analysis_rate = ?", (source, rate))
+                    entries += 1
+            used = {r[0] for r in con.execute("SELECT DISTINCT array_name FROM entries")}
+            now = time.time()
+            for p in self.arrays_dir.iterdir():
+                try:
+                    st = p.stat()
+                    if p.name.startswith(TMP_PREFIX):
+                        if now - st.st_mtime < TMP_STALE_S:
+                            continue  # probably a build in progress
+                    elif p.name in used:
+                        continue
+                    p.unlink()
+                except FileNotFoundError:
+                    continue
+                self._verified.pop(p.name, None)
+                files += 1
+                freed += st.st_size
+        for p in [*self.dir.glob(CATALOG + ".corrupt*"), *self.dir.glob(TMP_PREFIX + "*")]:
+            with contextlib.suppress(FileNotFoundError):
+                size = p.stat().st_size
+                p.unlink()
+                files += 1
+                freed += size
+        if fcntl is not None:
+            for p in self.locks_dir.glob("*.lock"):
+                if p.name == "catalog.lock":
+                    continue
+                with contextlib.suppress(OSError), open(p, "rb") as f:
+                    try:
+                        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        continue  # a build holds it
+                    p.unlink()  # while holding it: waiters notice the unlink (see _flock)
+        return Pruned(entries, files, freed)
+
+    def build_many(self, paths: Iterable[str | Path], jobs: int = 2, progress: ProgressCallback | None = None,
+                   *, force: bool = False) -> list[Entry | WhichsoundError]:
+        """Ensure (force=False) or rebuild entries for many files with `jobs` worker processes (spawn).
+
+        Returns, in the order of `paths`, each file's Entry or the WhichsoundError that stopped it (an
+        unreadable file does not stop the others).  `progress(done, total, path, result)` is called in this
+        process as each file finishes.
+        """
+        paths = [Path(p) for p in paths]
+        results: list[Entry | WhichsoundError | None] = [None] * len(paths)
+        total = len(paths)
+        if jobs <= 1 or total <= 1:
+            for i, p in enumerate(paths):
+                results[i] = _failure_to_error(_build_one(self, p, force))
+                if progress is not None:
+                    progress(i + 1, total, p, results[i])
+            return results  # type: ignore[return-value]
+
+        def size_of(i: int) -> int:
+            try:
+                return paths[i].stat().st_size
+            except OSError:
+                return 0
+
+        order = sorted(range(total), key=size_of, reverse=True)  # longest first: balances the workers
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=min(jobs, total), mp_context=ctx, initializer=_init_worker,
+                                 initargs=(str(self.dir), self.rate, self.verify)) as pool:
+            futures = {pool.submit(_work, str(paths[i]), force): i for i in order}
+            done = 0
+            for fut in as_completed(futures):
+                i = futures[fut]
+                results[i] = _failure_to_error(fut.result())
+                done += 1
+                if progress is not None:
+                    progress(done, total, paths[i], results[i])
+        return results  # type: ignore[return-value]
+
+
+def _write_decimated(source: Path, tmp: Path, samplerate: int, channels: int, frames: int, rate: int,
+                     n: int) -> int:
+    """Stream `source` through soxr into a (channels, n) float16 .npy at `tmp`; fsync; return its size."""
+    import soxr
+
+    header = {"descr": "<f2", "fortran_order": False, "shape": (channels, n)}
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        with os.fdopen(os.dup(fd), "wb") as f:
+            np.lib.format.write_array_header_1_0(f, header)
+            offset = f.tell()
+        nbytes = offset + channels * n * 2
+        os.ftruncate(fd, nbytes)  # zeros: also the value of any sample soxr did not deliver
+        stream = None if samplerate == rate else soxr.ResampleStream(
+            samplerate, rate, channels, dtype="float32", quality=QUALITY)
+        pos = 0
+        flushed = stream is None
+
+        def put(y: np.ndarray) -> None:
+            nonlocal pos
+            m = min(y.shape[0], n - pos)
+            if m <= 0:
+                return
+            y16 = np.clip(y[:m], -_F16_MAX, _F16_MAX).astype("<f2")
+            for c in range(channels):
+                os.pwrite(fd, np.ascontiguousarray(y16[:, c]), offset + (c * n + pos) * 2)
+            pos += m
+
+        for start, buf in iter_blocks(source, BLOCK_FRAMES, 0):
+            block = buf[: min(BLOCK_FRAMES, frames - start)]
+            np.nan_to_num(block, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+            if stream is None:
+                put(block)
+                continue
+            last = start + block.shape[0] >= frames
+            put(stream.resample_chunk(block, last=last))
+            flushed = last
+        if not flushed:
+            put(stream.resample_chunk(np.zeros((0, channels), np.float32), last=True))
+        os.fsync(fd)
+        return nbytes
+    finally:
+        os.close(fd)
+
+
+# -- worker processes of build_many ----------------------------------------------------------------------
+
+_worker_index: Index | None = None
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """A WhichsoundError crossing the process boundary (their custom __init__s do not unpickle)."""
+
+    kind: str
+    message: str
+    path: str | None = None
+    problem: str | None = None
+
+
+def _init_worker(cache_dir: str, rate: int, verify: str) -> None:
+    global _worker_index
+    _worker_index = Index(cache_dir, rate=rate, verify=verify)
+
+
+def _build_one(index: Index, path: Path, force: bool) -> Entry | _Failure:
+    try:
+        return index.build(path) if force else index.ensure(path)
+    except AudioReadError as exc:
+        return _Failure("audio", str(exc), str(exc.path), exc.problem)
+    except WhichsoundError as exc:
+        return _Failure("cache", str(exc))
+
+
+def _work(path: str, force: bool) -> Entry | _Failure:
+    assert _worker_index is not None
+    return _build_one(_worker_index, Path(path), force)
+
+
+def _failure_to_error(result: Entry | _Failure) -> Entry | WhichsoundError:
+    if not isinstance(result, _Failure):
+        return result
+    if result.kind == "audio" and result.path is not None and result.problem is not None:
+        return AudioReadError(result.path, result.problem)
+    return CacheError(result.message)
