@@ -313,16 +313,20 @@ def refine_peak(path, tmpl: Template, lag: int, channels: list[int] | None = Non
     ncc = np.abs(ncc_lags(tmpl, seg).astype(np.float64))
     out = []
     for ch in range(ncc.shape[1]):
-        col = ncc[:, ch]
-        i = int(np.argmax(col))
-        frac = 0.0
-        if 0 < i < len(col) - 1:
-            a, b, c = col[i - 1], col[i], col[i + 1]
-            d = a - 2 * b + c
-            if d < 0:
-                frac = float(np.clip(0.5 * (a - c) / d, -0.5, 0.5))
-        out.append((start + i + frac, float(col[i])))
+        i, frac = _parabolic_peak(ncc[:, ch])
+        out.append((start + i + frac, float(ncc[i, ch])))
     return out
+
+
+def _parabolic_peak(col: np.ndarray) -> tuple[int, float]:
+    """Index of the largest value and its sub-sample offset (-0.5..0.5) from a parabola through 3 points."""
+    i = int(np.argmax(col))
+    if 0 < i < len(col) - 1:
+        a, b, c = col[i - 1], col[i], col[i + 1]
+        d = a - 2 * b + c
+        if d < 0:
+            return i, float(np.clip(0.5 * (a - c) / d, -0.5, 0.5))
+    return i, 0.0
 
 
 #: Speed changes met in post, as (clip speed relative to the stems, what causes it).
@@ -398,13 +402,7 @@ def refine_speed(
             ncc = np.abs(ncc_lags(tm, window).astype(np.float64))
             if len(ncc) < 3:
                 continue
-            i = int(np.argmax(ncc))
-            frac = 0.0
-            if 0 < i < len(ncc) - 1:
-                a, b, c = ncc[i - 1], ncc[i], ncc[i + 1]
-                d = a - 2 * b + c
-                if d < 0:
-                    frac = float(np.clip(0.5 * (a - c) / d, -0.5, 0.5))
+            i, frac = _parabolic_peak(ncc)
             if ncc[i] > 0:
                 q.append(lo)
                 lags.append(int(np.floor(lag)) - r + lo + i + frac)
