@@ -1,0 +1,435 @@
+"""The analysis index (whichsound.index): storage, validity, damage recovery, concurrency, pruning."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sqlite3
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+
+from conftest import SR, load_sound, read_back, write_wav
+from whichsound.errors import AudioReadError, WhichsoundError
+from whichsound.index import (
+    CATALOG,
+    FORMAT_VERSION,
+    TMP_PREFIX,
+    CacheError,
+    Entry,
+    Index,
+    content_check,
+    default_cache_dir,
+)
+
+
+def noise(seconds: float, channels: int = 2, seed: int = 0, sr: int = SR) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.clip(0.2 * rng.standard_normal((int(seconds * sr), channels)), -0.9, 0.9).astype(np.float32)
+
+
+def reference(path, rate: int = 8000) -> np.ndarray:
+    """Independent decimation: the whole file through one soxr.resample call, as (channels, n) float32."""
+    x = read_back(path)
+    info = sf.info(str(path))
+    if info.samplerate != rate:
+        x = soxr.resample(x, info.samplerate, rate, quality="HQ")
+    return np.ascontiguousarray(x.T, dtype=np.float32)
+
+
+def assert_f16_close(stored: np.ndarray, ref: np.ndarray) -> None:
+    """float16 rounding: within |x| * 2**-11 for normal values, 2**-25 absolute near zero."""
+    assert stored.dtype == np.float16
+    assert stored.shape == ref.shape
+    err = np.abs(stored.astype(np.float32) - ref)
+    tol = np.abs(ref) * 2.0**-11 + 2.0**-25
+    assert np.all(err <= tol * 1.0001), f"max excess {np.max(err - tol):.3g}"
+
+
+@pytest.fixture
+def stem(tmp_path):
+    return write_wav(tmp_path / "src" / "FX_stem.wav", noise(3.0))
+
+
+@pytest.fixture
+def index(tmp_path):
+    with Index(tmp_path / "cache") as ix:
+        yield ix
+
+
+def array_files(index: Index) -> list[str]:
+    return sorted(p.name for p in index.arrays_dir.iterdir())
+
+
+# -- build, get, data ------------------------------------------------------------------------------------
+
+
+def test_build_then_get_returns_the_same_entry_and_data(index, stem):
+    entry = index.build(stem)
+    assert isinstance(entry, Entry)
+    assert entry.source == stem.resolve()
+    assert (entry.samplerate, entry.channels, entry.frames) == (SR, 2, 3 * SR)
+    assert entry.analysis_rate == 8000 and entry.analysis_frames == 3 * 8000
+    assert entry.format_version == FORMAT_VERSION
+    assert entry.array_path.parent == index.arrays_dir and entry.array_path.name.endswith(".npy")
+    got = index.get(stem)
+    assert got == entry
+    a = entry.load()
+    assert isinstance(a, np.memmap) and not a.flags.writeable
+    assert a.shape == (2, 24000) and a.dtype == np.float16
+    np.testing.assert_array_equal(np.asarray(a), got.load(mmap=False))
+    # a new Index (another process, later) sees the same entry
+    with Index(index.dir) as again:
+        assert again.get(stem) == entry
+        assert again.ensure(stem) == entry
+    assert index.entries() == [entry]
+
+
+def test_get_without_entry_is_none_and_ensure_builds(index, stem):
+    assert index.get(stem) is None
+    entry = index.ensure(stem)
+    assert index.get(stem) == entry
+    assert index.ensure(stem) == entry  # no rebuild: same created time
+    assert array_files(index) == [entry.array_path.name]
+
+
+@pytest.mark.parametrize(
+    "kind, sr, channels",
+    [("music", 48000, 2), ("speech", 44100, 1), ("noise", 8000, 3), ("noise", 96000, 6)],
+)
+def test_decimated_data_matches_whole_file_soxr_within_float16(tmp_path, index, kind, sr, channels):
+    if kind == "music":
+        x = 0.5 * load_sound("music/lincity__02_-_Robert_van_Herk_-_City_Blues.flac", 7.0, mono=False)
+    elif kind == "speech":
+        x = load_sound("speech/en_librivox_reader_pocketsphinx/sense_and_sensibility_01_austen_64kb-0870.flac")
+        x = soxr.resample(0.8 * x, SR, sr, quality="HQ")[:, None]
+    else:
+        x = noise(2.3, channels, seed=channels, sr=sr)  # 2.3 s: several read blocks at 96 kHz
+    path = write_wav(tmp_path / f"{kind}_{sr}.wav", x, sr)
+    entry = index.build(path)
+    assert entry.channels == x.shape[1]
+    assert_f16_close(entry.load(), reference(path))
+
+
+def test_non_finite_float_samples_are_stored_as_zero(tmp_path, index):
+    x = noise(1.0, 1)
+    x[1000:1010] = np.nan
+    x[20000] = np.inf
+    path = tmp_path / "float.wav"
+    sf.write(str(path), x, SR, subtype="FLOAT")
+    a = np.asarray(index.build(path).load(), dtype=np.float32)
+    assert np.all(np.isfinite(a))
+    clean = x.copy()
+    clean[~np.isfinite(clean)] = 0.0
+    assert_f16_close(a.astype(np.float16), soxr.resample(clean, SR, 8000, quality="HQ").T)
+
+
+def test_other_analysis_rate_is_a_separate_entry(tmp_path, stem):
+    with Index(tmp_path / "cache") as a, Index(tmp_path / "cache", rate=4000) as b:
+        ea, eb = a.ensure(stem), b.ensure(stem)
+        assert ea.analysis_frames == 24000 and eb.analysis_frames == 12000
+        assert a.get(stem) == ea and b.get(stem) == eb
+        assert len(os.listdir(a.arrays_dir)) == 2
+
+
+def test_unreadable_audio_raises_audio_read_error_and_stores_nothing(tmp_path, index):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF not really a wave file" * 10)
+    with pytest.raises(AudioReadError):
+        index.build(bad)
+    with pytest.raises(AudioReadError, match="not found"):
+        index.ensure(tmp_path / "missing.wav")
+    assert index.entries() == [] and array_files(index) == []
+
+
+# -- invalidation when the stem changes ------------------------------------------------------------------
+
+
+def test_same_size_rewrite_with_restored_mtime_is_caught_by_content_check(index, stem):
+    old = index.build(stem)
+    st = stem.stat()
+    write_wav(stem, noise(3.0, seed=99))
+    os.utime(stem, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert stem.stat().st_size == st.st_size and stem.stat().st_mtime_ns == st.st_mtime_ns
+    assert index.get(stem) is None
+    new = index.ensure(stem)
+    assert new.content_check != old.content_check
+    assert_f16_close(new.load(), reference(stem))
+    assert array_files(index) == [new.array_path.name]  # the old array went with its row
+
+
+def test_touched_mtime_invalidates(index, stem):
+    index.build(stem)
+    st = stem.stat()
+    os.utime(stem, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    assert index.get(stem) is None
+    entry = index.ensure(stem)
+    assert entry.mtime_ns == stem.stat().st_mtime_ns
+    assert index.get(stem) == entry
+
+
+def test_appended_bytes_invalidate(index, stem):
+    index.build(stem)
+    with open(stem, "ab") as f:
+        f.write(b"\0" * 16)
+    assert index.get(stem) is None
+    assert index.ensure(stem).size == stem.stat().st_size
+
+
+def test_longer_file_invalidates_and_rebuilds_longer(index, stem):
+    index.build(stem)
+    write_wav(stem, noise(4.0))
+    assert index.get(stem) is None
+    assert index.ensure(stem).analysis_frames == 4 * 8000
+
+
+def test_deleted_source_gives_none(index, stem):
+    index.build(stem)
+    stem.unlink()
+    assert index.get(stem) is None
+
+
+def test_content_check_reads_head_and_tail_only(tmp_path):
+    big = tmp_path / "big.bin"
+    data = bytearray(os.urandom(3 << 20))
+    big.write_bytes(data)
+    size, _, check = content_check(big)
+    assert size == 3 << 20
+    data[-1] ^= 1  # tail: seen
+    big.write_bytes(data)
+    assert content_check(big)[2] != check
+    data[-1] ^= 1
+    data[(3 << 20) // 2] ^= 1  # the middle of a large file: deliberately not read
+    big.write_bytes(data)
+    assert content_check(big)[2] == check
+
+
+# -- damaged cache -----------------------------------------------------------------------------------------
+
+
+def test_truncated_array_is_detected_and_rebuilt(index, stem):
+    entry = index.build(stem)
+    good = np.array(entry.load())
+    with open(entry.array_path, "r+b") as f:
+        f.truncate(entry.array_path.stat().st_size - 100)
+    assert index.get(stem) is None
+    rebuilt = index.ensure(stem)
+    np.testing.assert_array_equal(np.asarray(rebuilt.load()), good)
+    assert index.get(stem) == rebuilt
+
+
+def test_truncated_array_is_caught_by_quick_verify_too(tmp_path, stem):
+    with Index(tmp_path / "cache", verify="quick") as index:
+        entry = index.build(stem)
+        with open(entry.array_path, "r+b") as f:
+            f.truncate(200)
+        assert index.get(stem) is None
+
+
+def test_flipped_byte_is_detected_and_rebuilt(tmp_path, stem):
+    with Index(tmp_path / "cache") as index:
+        entry = index.build(stem)
+        good = np.array(entry.load())
+    with open(entry.array_path, "r+b") as f:  # one bit in the middle of the data
+        f.seek(entry.array_path.stat().st_size // 2)
+        b = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([b[0] ^ 0x10]))
+    with Index(tmp_path / "cache") as index:  # a later run
+        assert index.get(stem) is None
+        rebuilt = index.ensure(stem)
+        np.testing.assert_array_equal(np.asarray(rebuilt.load()), good)
+        assert index.get(stem) == rebuilt
+
+
+def test_flipped_byte_seen_by_the_same_index_object(index, stem):
+    entry = index.build(stem)
+    with open(entry.array_path, "r+b") as f:
+        f.seek(-7, os.SEEK_END)
+        b = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([b[0] ^ 0xFF]))
+    assert index.get(stem) is None
+
+
+def test_missing_or_mangled_header_array_is_detected(index, stem):
+    entry = index.build(stem)
+    entry.array_path.unlink()
+    assert index.get(stem) is None
+    entry = index.ensure(stem)
+    with open(entry.array_path, "r+b") as f:
+        f.write(b"garbage!")
+    assert index.get(stem) is None
+    assert index.ensure(stem).load().shape == (2, 24000)
+
+
+def test_garbage_catalog_is_moved_aside_and_replaced(tmp_path, stem):
+    cache = tmp_path / "cache"
+    with Index(cache) as index:
+        index.build(stem)
+    for suffix in ("-wal", "-shm"):
+        (cache / (CATALOG + suffix)).unlink(missing_ok=True)
+    (cache / CATALOG).write_bytes(os.urandom(8192))
+    with Index(cache) as index:
+        assert index.get(stem) is None
+        assert (cache / (CATALOG + ".corrupt")).is_file()
+        entry = index.ensure(stem)
+        assert index.get(stem) == entry
+        pruned = index.prune()
+        assert pruned.files >= 1  # the moved-aside catalog
+    assert not (cache / (CATALOG + ".corrupt")).exists()
+    con = sqlite3.connect(cache / CATALOG)
+    assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert con.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    con.close()
+
+
+def test_catalog_with_damaged_pages_is_replaced(tmp_path, stem):
+    cache = tmp_path / "cache"
+    with Index(cache) as index:
+        index.build(stem)
+        index.con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = bytearray((cache / CATALOG).read_bytes())
+    data[100:] = os.urandom(len(data) - 100)  # the SQLite header survives, the pages do not
+    (cache / CATALOG).write_bytes(bytes(data))
+    with Index(cache) as index:
+        assert index.get(stem) is None
+        assert index.ensure(stem).load().shape == (2, 24000)
+
+
+# -- sharing, removal, pruning ---------------------------------------------------------------------------
+
+
+def test_identical_files_share_one_array_and_remove_keeps_it_until_unused(tmp_path, index, stem):
+    copy = tmp_path / "src" / "copy.wav"
+    copy.write_bytes(stem.read_bytes())
+    a, b = index.build(stem), index.build(copy)
+    assert a.array_path == b.array_path and len(index.entries()) == 2
+    assert index.remove(stem) is True
+    assert index.remove(stem) is False
+    assert index.get(stem) is None and index.get(copy) == b
+    assert b.array_path.exists()
+    assert index.remove(copy) is True
+    assert array_files(index) == []
+
+
+def test_prune_drops_rows_of_missing_sources_orphans_and_stale_temp_files(tmp_path, index, stem):
+    other = write_wav(tmp_path / "src" / "BG.wav", noise(1.0, seed=5))
+    keep, gone = index.build(stem), index.build(other)
+    gone_bytes = gone.array_path.stat().st_size
+    other.unlink()
+    orphan = index.arrays_dir / ("0" * 32 + ".npy")
+    orphan.write_bytes(b"x" * 1000)
+    stale = index.arrays_dir / f"{TMP_PREFIX}123-abc.npy"
+    stale.write_bytes(b"y" * 10)
+    os.utime(stale, (0, 0))
+    fresh = index.arrays_dir / f"{TMP_PREFIX}456-def.npy"  # a build in progress elsewhere
+    fresh.write_bytes(b"z")
+    pruned = index.prune()
+    assert pruned.entries == 1
+    assert pruned.files == 3  # the gone source's array, the orphan, the stale temp file
+    assert pruned.bytes == gone_bytes + 1000 + 10
+    assert not gone.array_path.exists() and not orphan.exists() and not stale.exists()
+    assert fresh.exists()
+    assert index.entries() == [keep] and index.get(stem) == keep
+    assert index.prune().entries == 0
+
+
+# -- the cache folder --------------------------------------------------------------------------------------
+
+
+def test_cache_dir_that_is_a_file_raises_cache_error_naming_it(tmp_path):
+    blocker = tmp_path / "notadir"
+    blocker.write_text("x")
+    with pytest.raises(CacheError) as info:
+        Index(blocker / "cache")
+    msg = str(info.value)
+    assert isinstance(info.value, WhichsoundError)
+    assert str(blocker / "cache") in msg and "\n" not in msg
+
+
+@pytest.mark.skipif(sys.platform == "win32" or os.geteuid() == 0, reason="root writes anywhere")
+def test_read_only_cache_dir_raises_cache_error(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        with pytest.raises(CacheError, match="not writable"):
+            Index(ro)
+    finally:
+        ro.chmod(0o755)
+
+
+def test_default_cache_dir_follows_xdg(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    if sys.platform.startswith("linux"):
+        assert default_cache_dir() == tmp_path / "xdg" / "whichsound"
+    monkeypatch.setitem(sys.modules, "platformdirs", None)  # the fallback without platformdirs
+    assert default_cache_dir() == tmp_path / "xdg" / "whichsound"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/is/ignored")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_cache_dir() == tmp_path / "home" / ".cache" / "whichsound"
+
+
+def test_index_default_location(tmp_path, monkeypatch, stem):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setitem(sys.modules, "platformdirs", None)
+    with Index() as index:
+        assert index.dir == tmp_path / "xdg" / "whichsound"
+        assert index.ensure(stem).array_path.is_file()
+
+
+# -- processes ---------------------------------------------------------------------------------------------
+
+
+def _race(cache: str, path: str, how: str, barrier) -> None:
+    from whichsound.index import Index
+
+    with Index(cache) as index:
+        barrier.wait(timeout=60)
+        (index.build if how == "build" else index.ensure)(path)
+
+
+@pytest.mark.parametrize("how", ["build", "ensure"])
+def test_two_processes_building_one_entry_end_with_one_valid_entry(tmp_path, how):
+    path = write_wav(tmp_path / "src" / "DX.wav", noise(20.0, seed=3))
+    cache = tmp_path / "cache"
+    Index(cache).close()
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(2)
+    procs = [ctx.Process(target=_race, args=(str(cache), str(path), how, barrier)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    with Index(cache) as index:
+        entries = index.entries()
+        assert len(entries) == 1
+        assert index.get(path) == entries[0]
+        assert array_files(index) == [entries[0].array_path.name]  # no temp file left
+        assert_f16_close(entries[0].load(), reference(path))
+    assert not [p for p in cache.rglob(TMP_PREFIX + "*")]
+
+
+def test_build_many_with_two_processes_reports_progress_and_errors(tmp_path, index):
+    paths = [write_wav(tmp_path / "src" / f"s{i}.wav", noise(1.0 + i, 1 + i % 2, seed=i)) for i in range(3)]
+    bad = tmp_path / "src" / "broken.wav"
+    bad.write_bytes(b"\x00" * 500)
+    paths.insert(1, bad)
+    calls = []
+    results = index.build_many(paths, jobs=2, progress=lambda *a: calls.append(a))
+    assert [c[0] for c in calls] == [1, 2, 3, 4] and all(c[1] == 4 for c in calls)
+    assert {c[2] for c in calls} == set(paths)
+    assert isinstance(results[1], AudioReadError) and "broken.wav" in str(results[1])
+    for p, r in zip(paths, results, strict=True):
+        if p is bad:
+            continue
+        assert isinstance(r, Entry) and index.get(p) == r
+        assert_f16_close(r.load(), reference(p))
+    # again: everything valid, nothing rebuilt; serial path gives the same
+    again = index.build_many([p for p in paths if p is not bad], jobs=1)
+    assert again == [r for r in results if isinstance(r, Entry)]
