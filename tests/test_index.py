@@ -433,3 +433,49 @@ def test_build_many_with_two_processes_reports_progress_and_errors(tmp_path, ind
     # again: everything valid, nothing rebuilt; serial path gives the same
     again = index.build_many([p for p in paths if p is not bad], jobs=1)
     assert again == [r for r in results if isinstance(r, Entry)]
+
+
+def _churn(cache: str, files: list[str], seed: int, barrier) -> None:
+    import random
+
+    from whichsound.index import Index
+
+    rng = random.Random(seed)
+    with Index(cache) as index:
+        barrier.wait(timeout=60)
+        for _ in range(15):
+            f, op = rng.choice(files), rng.random()
+            if op < 0.45:
+                entry = index.ensure(f)
+                assert entry.load().shape[0] == entry.channels
+            elif op < 0.6:
+                index.build(f)
+            elif op < 0.8:
+                index.remove(f)
+            else:
+                index.prune()
+
+
+def test_concurrent_ensure_build_remove_prune_leave_a_consistent_cache(tmp_path):
+    src = tmp_path / "src"
+    files = [write_wav(src / f"s{i}.wav", noise(2.0, 2, seed=10 + i)) for i in range(3)]
+    dup = src / "dup.wav"  # same bytes as s0: shares its array
+    dup.write_bytes(files[0].read_bytes())
+    files.append(dup)
+    cache = tmp_path / "cache"
+    Index(cache).close()
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(3)
+    procs = [ctx.Process(target=_churn, args=(str(cache), [str(f) for f in files], s, barrier)) for s in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    with Index(cache) as index:
+        for entry in index.entries():
+            assert index.get(entry.source) == entry
+        assert index.prune().files == 0  # nothing orphaned, no temp file left
+        assert set(array_files(index)) == {e.array_path.name for e in index.entries()}
+        for f in files:
+            assert_f16_close(index.ensure(f).load(), reference(f))

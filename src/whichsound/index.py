@@ -239,6 +239,20 @@ CREATE INDEX IF NOT EXISTS entries_array ON entries (array_name);
 """
 
 
+def _catalog_errors(method):
+    """Turn an SQLite failure (locked too long, disk full, damaged mid-run) into a one-line CacheError."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise CacheError(f"{self.catalog_path}: index catalog error ({exc})") from None
+
+    return wrapper
+
+
 class Index:
     """The analysis index in `cache_dir` (default: default_cache_dir()) at `rate` Hz.
 
@@ -376,6 +390,7 @@ class Index:
             f"SELECT {_COLUMNS} FROM entries WHERE source = ? AND analysis_rate = ?", (str(source), self.rate)
         ).fetchone()
 
+    @_catalog_errors
     def entries(self) -> list[Entry]:
         """Every catalog row at this analysis rate (valid or not), sorted by source path."""
         rows = self.con.execute(
@@ -383,6 +398,7 @@ class Index:
         ).fetchall()
         return [self._row_to_entry(r) for r in rows]
 
+    @_catalog_errors
     def get(self, path: str | Path) -> Entry | None:
         """The valid entry for a stem file, or None (no entry, the file changed or is gone, array damaged)."""
         source = Path(path).resolve()
@@ -452,11 +468,13 @@ class Index:
         self._verified.pop(name, None)
         return size
 
+    @_catalog_errors
     def ensure(self, path: str | Path) -> Entry:
         """The valid entry for a stem file, built first when missing or stale."""
         entry = self.get(path)
         return entry if entry is not None else self.build(path, force=False)
 
+    @_catalog_errors
     def build(self, path: str | Path, *, force: bool = True) -> Entry:
         """Decimate a stem file and store it (replacing any entry for it); return the new entry.
 
@@ -488,7 +506,8 @@ class Index:
         tmp = self.arrays_dir / f"{TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex}.npy"
         try:
             n = _analysis_frames(info.frames, info.samplerate, self.rate)
-            nbytes = _write_decimated(source, tmp, info.samplerate, info.channels, info.frames, self.rate, n)
+            nbytes = _write_decimated(source, tmp, info.samplerate, info.channels, info.frames, self.rate, n,
+                                      can_be_non_finite=not info.subtype.startswith(("PCM", "ULAW", "ALAW")))
             if content_check(source)[:2] != (size, mtime_ns):
                 return None  # changed while we read it: try again
             checksum = _sha256_file(tmp)
@@ -515,6 +534,7 @@ class Index:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
 
+    @_catalog_errors
     def remove(self, path: str | Path) -> bool:
         """Forget a stem file's entry (and its array unless another entry shares it); True if there was one."""
         source = Path(path).resolve()
@@ -527,6 +547,7 @@ class Index:
             self._unlink_if_unreferenced(con, row[0])
         return True
 
+    @_catalog_errors
     def prune(self) -> Pruned:
         """Drop rows (at every rate) whose source file is gone or of an old format, orphaned array files,
         stale temp files, unused lock files and a moved-aside damaged catalog."""
@@ -611,7 +632,7 @@ class Index:
 
 
 def _write_decimated(source: Path, tmp: Path, samplerate: int, channels: int, frames: int, rate: int,
-                     n: int) -> int:
+                     n: int, *, can_be_non_finite: bool = True) -> int:
     """Stream `source` through soxr into a (channels, n) float16 .npy at `tmp`; fsync; return its size."""
     import soxr
 
@@ -640,7 +661,8 @@ def _write_decimated(source: Path, tmp: Path, samplerate: int, channels: int, fr
 
         for start, buf in iter_blocks(source, BLOCK_FRAMES, 0):
             block = buf[: min(BLOCK_FRAMES, frames - start)]
-            np.nan_to_num(block, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+            if can_be_non_finite and not np.isfinite(block).all():  # a float file's plug-in blow-up
+                np.nan_to_num(block, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
             if stream is None:
                 put(block)
                 continue
