@@ -239,3 +239,20 @@ def test_timeline_key_groups_printed_stems_and_keeps_takes_apart(tmp_path, tone)
     assert stems["R1_DX.wav"].timeline_key() == stems["R1_FX.wav"].timeline_key()
     assert stems["R1_MX.wav"].timeline_key() != stems["R1_DX.wav"].timeline_key()
     assert stems["production/12A_T01.wav"].timeline_key() != stems["production/12A_T02.wav"].timeline_key()
+
+
+def test_a_stem_without_bext_joins_its_reel_and_different_starts_split(tmp_path):
+    import soundfile as sf
+
+    from whichsound.bwf import write_bwf
+    from whichsound.stems import group_timelines
+
+    x = np.zeros((4800, 2), dtype=np.float32)
+    x[100] = 0.5
+    write_bwf(tmp_path / "R1_DX.wav", x[:, 0], 48000, time_reference=3600 * 48000)
+    sf.write(str(tmp_path / "R1_FX.flac"), x, 48000, subtype="PCM_24")  # no bext: same reel
+    write_bwf(tmp_path / "R1_MX.wav", x, 48000, time_reference=3600 * 48000)
+    write_bwf(tmp_path / "R2_BG.wav", x, 48000, time_reference=7200 * 48000)  # another start: another reel
+    stems = discover([str(tmp_path)]).stems
+    groups = sorted(sorted(stems[i].rel for i in g) for g in group_timelines(stems).values())
+    assert groups == [["R1_DX.wav", "R1_FX.flac", "R1_MX.wav"], ["R2_BG.wav"]]

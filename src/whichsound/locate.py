@@ -9,7 +9,6 @@ explains most of it; the verdict is the stem with the largest share, or "none" w
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from whichsound.align import (
 from whichsound.attribute import Decomposition, Match, Verdict, decompose, focus_weights
 from whichsound.audio import Clip, read_clip, read_segment, resample, to_mono
 from whichsound.errors import ClipError, InputError, WhichsoundError
-from whichsound.stems import ROLE_NAMES, Discovery, Stem, discover
+from whichsound.stems import ROLE_NAMES, Discovery, Stem, discover, group_timelines
 
 __all__ = ["DEFAULT_FOCUS_S", "Hypothesis", "LocateResult", "locate"]
 
@@ -178,9 +177,7 @@ def locate(
     scans = {j: scans[i] for j, i in enumerate(keep)}
     if not stems:
         raise InputError("no stem could be searched: " + "; ".join(warnings))
-    groups: dict[tuple, list[int]] = defaultdict(list)
-    for i, stem in enumerate(stems):
-        groups[stem.timeline_key()].append(i)
+    groups = group_timelines(stems)
 
     hyps: list[Hypothesis] = []
     n_lags = 0
@@ -404,7 +401,10 @@ def _verdict(winner: Hypothesis, matches: list[Match], zcrit: float, min_score: 
         return Verdict(None, "none", conf, dec.residual, text, evidence=evidence)
     conf = confidence_of(evidence, found=True)
     top = Match(**{**top.__dict__, "confidence": conf})
-    where = f"{top.stem.rel} at {top.offset_s:.3f} s"
+    from whichsound.report import stem_timecode
+
+    tc = stem_timecode(top.stem, top.offset)
+    where = f"{top.stem.rel} at {tc} ({top.offset_s:.3f} s)" if tc else f"{top.stem.rel} at {top.offset_s:.3f} s"
     role = ROLE_NAMES.get(top.stem.role, "other")
     kind = "production take" if top.stem.role == "PROD" else f"{role} stem"
     text = f"In the {kind} {where} (shares: {shares_txt}, residual {dec.residual:.2f})."

@@ -97,12 +97,12 @@ class Stem:
     def timeline_key(self) -> tuple:
         """Files with the same key were printed on one timeline and share one offset to a clip.
 
-        Production takes are each their own timeline; other stems share one per folder, rate, length
-        (to the frame at 24 fps) and start time.
+        Production takes are each their own timeline; other stems share one per folder, rate and length
+        (to the frame at 24 fps). Different bext start times split it further (see group_timelines).
         """
         if self.role == "PROD":
             return ("take", str(self.path))
-        return (self.root, self.samplerate, round(self.frames / (self.samplerate / 24)), self.time_reference)
+        return (self.root, self.samplerate, round(self.frames / (self.samplerate / 24)))
 
 
 @dataclass
@@ -268,3 +268,27 @@ def apply_clock_defaults(found: Discovery, *, start_tc: str | None = None, fps: 
             changes["time_reference"] = timecode_to_samples(start_tc, own_rate, stem.samplerate)
         stems.append(replace(stem, **changes) if changes else stem)
     return Discovery(stems, list(found.warnings))
+
+
+def group_timelines(stems: list[Stem]) -> dict[tuple, list[int]]:
+    """Indices of the stems printed on one timeline, by group: same timeline_key() and the same start.
+
+    A file without a start of its own (a FLAC, a WAV without bext) joins the folder's most common start:
+    a missing start is not a different one. Two known starts that differ are two timelines.
+    """
+    from collections import Counter
+
+    by_key: dict[tuple, list[int]] = {}
+    for i, stem in enumerate(stems):
+        by_key.setdefault(stem.timeline_key(), []).append(i)
+    out: dict[tuple, list[int]] = {}
+    for key, members in by_key.items():
+        starts = Counter(stems[i].time_reference for i in members if stems[i].time_reference is not None)
+        if len(starts) <= 1:
+            out[key] = members
+            continue
+        common = starts.most_common(1)[0][0]
+        for i in members:
+            tr = stems[i].time_reference
+            out.setdefault((*key, common if tr is None else tr), []).append(i)
+    return out
