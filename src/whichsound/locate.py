@@ -406,18 +406,50 @@ def _verdict(winner: Hypothesis, matches: list[Match], zcrit: float, min_score: 
     tc = stem_timecode(top.stem, top.offset)
     where = f"{top.stem.rel} at {tc} ({top.offset_s:.3f} s)" if tc else f"{top.stem.rel} at {top.offset_s:.3f} s"
     role = ROLE_NAMES.get(top.stem.role, "other")
+    production = None
+    if top.stem.role == "PROD":
+        production = _production_block(top.stem, top.channel, top.offset, top.share or 0.0)
+        where = f"{top.stem.rel} ({_take_words(production)})"
     kind = "production take" if top.stem.role == "PROD" else f"{role} stem"
     text = f"In the {kind} {where} (shares: {shares_txt}, residual {dec.residual:.2f})."
     if winner.speed != 1.0:
         text += f" The clip runs {describe_speed(winner.speed)}."
-    return Verdict(top, top.stem.origin, conf, dec.residual, text, evidence=evidence)
+    return Verdict(top, top.stem.origin, conf, dec.residual, text, production=production, evidence=evidence)
+
+
+def _production_block(stem: Stem, channel: int, offset: float, share: float) -> dict:
+    """Where a sound lies in a production take: file, channel and track, scene/take/tape, time of day."""
+    from whichsound.report import stem_timecode
+
+    return {
+        "file": stem.rel,
+        "root": stem.root,
+        "channel": channel,
+        "track": stem.track_name(channel),
+        "scene": stem.scene,
+        "take": stem.take,
+        "tape": stem.tape,
+        "offset_s": round(offset / stem.samplerate, 7),
+        "timecode": stem_timecode(stem, offset),
+        "share": round(share, 4),
+    }
+
+
+def _take_words(prod: dict) -> str:
+    """'scene 12A, take 3, track LAV, 14:22:31:07' from a production block (missing parts left out)."""
+    bits = [
+        f"scene {prod['scene']}" if prod["scene"] else None,
+        f"take {prod['take']}" if prod["take"] else None,
+        f"track {prod['track']}" if prod["track"] else f"channel {prod['channel'] + 1}",
+        prod["timecode"] or f"{prod['offset_s']:.3f} s",
+    ]
+    return ", ".join(b for b in bits if b)
 
 
 def _with_production(verdict: Verdict, best_by_group: dict, zcrit: float) -> Verdict:
     """Add where the dialogue stem's sound lies in the production takes, or say that it is in none."""
     from dataclasses import replace
 
-    from whichsound.report import stem_timecode
 
     takes = [h for h in best_by_group.values() if len(h.stems) == 1 and h.stems[0].role == "PROD"]
     if not takes:
@@ -430,22 +462,8 @@ def _with_production(verdict: Verdict, best_by_group: dict, zcrit: float) -> Ver
         text = verdict.text + " It is in no production take given: it came from the dialogue edit (a fill, an alt take not given, or ADR)."
         return replace(verdict, text=text, production={"file": None})
     stem = best.stems[0]
-    tc = stem_timecode(stem, best.lag)
-    prod = {
-        "file": stem.rel,
-        "root": stem.root,
-        "channel": peak.channel,
-        "track": stem.track_name(peak.channel),
-        "scene": stem.scene,
-        "take": stem.take,
-        "tape": stem.tape,
-        "offset_s": round(best.lag / stem.samplerate, 7),
-        "timecode": tc,
-        "share": round(share, 4),
-    }
-    bits = [f"scene {stem.scene}" if stem.scene else None, f"take {stem.take}" if stem.take else None,
-            f"track {prod['track']}" if prod["track"] else f"channel {peak.channel + 1}", tc]
-    where = ", ".join(b for b in bits if b)
+    prod = _production_block(stem, peak.channel, best.lag, share)
+    where = _take_words(prod)
     text = verdict.text + f" In the production recording {stem.rel} ({where})."
     return replace(verdict, text=text, production=prod)
 

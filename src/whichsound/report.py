@@ -58,6 +58,9 @@ def match_json(m) -> dict:
         "confidence": round(m.confidence, 4),
         "samplerate": stem.samplerate,
         "timeline_disagrees": m.timeline_offset_disagrees,
+        "scene": stem.scene,
+        "take": stem.take,
+        "tape": stem.tape,
     }
 
 
