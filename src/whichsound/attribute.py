@@ -153,30 +153,18 @@ def decompose(
     samplerate: int,
     *,
     band: tuple[float, float] | None = None,
-    echoes: tuple[int, ...] = (),
 ) -> Decomposition:
     """Fit `clip` (n, cc) by the stems' channels (`regressors[i]`: (n, k_i), already aligned to the clip).
 
     Gains are fitted on the whole clip (complex, one per stem channel and band); energies are kept per frame
-    (see Decomposition.summarise for a focus) and only inside `band` = (lo, hi) Hz when given. `echoes`
-    adds each stem (channels summed) delayed by that many STFT frames (~5 ms each) as a regressor of its
-    own stem: a short per-band filter that absorbs a room's reverberation (a phone held up in a theatre).
+    (see Decomposition.summarise for a focus) and only inside `band` = (lo, hi) Hz when given.
     """
     nfft = int(2 ** round(np.log2(samplerate / 47.0)))  # ~21 ms frames
     hop = nfft // 4
     X = stft(clip, nfft, hop)  # (F, B, cc)
     S = [stft(r, nfft, hop) for r in regressors]
-    owner_parts = [np.full(s.shape[2], i) for i, s in enumerate(S)]
-    parts = list(S)
-    for d in echoes:
-        for i, s in enumerate(S):
-            mono = s.sum(axis=2, keepdims=True)
-            delayed = np.zeros_like(mono)
-            delayed[d:] = mono[: mono.shape[0] - d]
-            parts.append(delayed)
-            owner_parts.append(np.array([i]))
-    owner = np.concatenate(owner_parts)
-    A = np.concatenate(parts, axis=2)  # (F, B, K)
+    owner = np.concatenate([np.full(s.shape[2], i) for i, s in enumerate(S)])
+    A = np.concatenate(S, axis=2)  # (F, B, K)
     F, nb, K = A.shape
     t_frames = np.arange(F) * hop / samplerate
     freqs = np.arange(nb) * samplerate / nfft
