@@ -111,3 +111,16 @@ def test_cli_bad_fps_is_a_one_line_error():
                                     "--start-tc", "01:00:00:00", "--fps", "twenty"])
     assert out.exit_code == 2
     assert "twenty" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_flac_stems_on_the_reel_share_the_dialogue_stems_clock():
+    # The fixture's FLAC stems carry no bext; printed on the DX stem's timeline, they take its clock.
+    clip = _clip("fx_door")
+    res = locate(SCENE / clip["file"], [str(SCENE / "stems")])
+    v = res.verdict
+    assert v.match.stem.rel == "R1_FX.flac"
+    frames = int(clip["answers"][0]["offset_s"] * 24)
+    from whichsound.report import stem_timecode
+
+    assert stem_timecode(v.match.stem, v.match.offset) == samples_to_timecode(
+        3600 * 48000 + frames * 2000, FrameRate(24, 1, False), 48000)

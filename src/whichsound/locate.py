@@ -26,7 +26,7 @@ from whichsound.align import (
 from whichsound.attribute import Decomposition, Match, Verdict, decompose, focus_weights
 from whichsound.audio import Clip, read_clip, read_segment, resample, to_mono
 from whichsound.errors import ClipError, InputError, WhichsoundError
-from whichsound.stems import ROLE_NAMES, Discovery, Stem, discover, group_timelines
+from whichsound.stems import ROLE_NAMES, Discovery, Stem, discover, group_timelines, share_clocks
 
 __all__ = ["DEFAULT_FOCUS_S", "Hypothesis", "LocateResult", "locate"]
 
@@ -178,6 +178,7 @@ def locate(
     if not stems:
         raise InputError("no stem could be searched: " + "; ".join(warnings))
     groups = group_timelines(stems)
+    stems = share_clocks(stems, groups)
 
     hyps: list[Hypothesis] = []
     n_lags = 0

@@ -292,3 +292,30 @@ def group_timelines(stems: list[Stem]) -> dict[tuple, list[int]]:
             tr = stems[i].time_reference
             out.setdefault((*key, common if tr is None else tr), []).append(i)
     return out
+
+
+def share_clocks(stems: list[Stem], groups: dict[tuple, list[int]]) -> list[Stem]:
+    """Stems without a clock of their own take their timeline's (start and rate of its other files).
+
+    A FLAC effects stem printed with a bext-stamped dialogue WAV runs on the same clock, so its positions
+    can be given in the same timecode. Files with their own start or rate keep it.
+    """
+    from dataclasses import replace
+
+    out = list(stems)
+    for members in groups.values():
+        clocked = [stems[i] for i in members if stems[i].time_reference is not None and stems[i].fps is not None]
+        if not clocked:
+            continue
+        ref = clocked[0]
+        for i in members:
+            st = stems[i]
+            if st.role == "PROD" or (st.time_reference is not None and st.fps is not None):
+                continue
+            out[i] = replace(
+                st,
+                time_reference=st.time_reference if st.time_reference is not None else ref.time_reference,
+                fps=st.fps if st.fps is not None else ref.fps,
+                drop_frame=st.drop_frame if st.fps is not None else ref.drop_frame,
+            )
+    return out
