@@ -206,5 +206,53 @@ def batch(ctx, notes, mix, roots, fps, start_tc, out, jobs, window_s, as_json):
     ctx.exit(BATCH_ROWS_FAILED if report.failed else Exit.FOUND)
 
 
+@main.command("index")
+@click.argument("folders", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=str))
+@click.option("--cache", "cache_dir", default=None, metavar="DIR",
+              help="Cache folder (default: the per-user cache, e.g. ~/.cache/whichsound).")
+@click.option("--jobs", type=click.IntRange(min=1), default=None, help="Files built in parallel (default: all cores).")
+@click.option("--rebuild", is_flag=True, help="Rebuild every entry, even valid ones.")
+@click.option("--prune", "do_prune", is_flag=True, help="Also drop entries of files that are gone.")
+@click.pass_context
+def index_cmd(ctx, folders, cache_dir, jobs, rebuild, do_prune):
+    """Build or refresh the analysis index of the stems and takes under FOLDERS.
+
+    Each file's channels are stored decimated beside a SQLite catalog; entries of files that changed are
+    rebuilt, valid ones kept. (locate and batch do not read the index yet.)
+    """
+    import os
+
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from whichsound.index import Index
+    from whichsound.stems import discover
+
+    found = discover(list(folders))
+    err = Console(stderr=True)
+    for w in found.warnings:
+        err.print(f"[yellow]warning:[/] {w}")
+    paths = [s.path for s in found.stems]
+    failed: list[str] = []
+    with Index(cache_dir) as idx:
+        with Progress(TextColumn("indexing"), BarColumn(), TextColumn("{task.completed}/{task.total} files"),
+                      TimeRemainingColumn(), console=err, transient=True) as bar:
+            task = bar.add_task("index", total=len(paths))
+
+            def progress(done, total, path, result):
+                bar.update(task, completed=done)
+                if not hasattr(result, "array_path"):
+                    failed.append(str(result))
+
+            idx.build_many(paths, jobs=jobs or os.cpu_count() or 1, progress=progress, force=rebuild)
+        pruned = idx.prune() if do_prune else None
+        where = idx.dir
+    for f in failed:
+        err.print(f"[yellow]warning:[/] {f}")
+    click.echo(f"indexed {len(paths) - len(failed)} of {len(paths)} files in {where}"
+               + (f"; pruned {pruned.entries} stale entries" if pruned else ""))
+    ctx.exit(Exit.FOUND if not failed else Exit.ERROR)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
