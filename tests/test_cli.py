@@ -113,7 +113,8 @@ def test_json_verdict_names_the_stem_its_folder_and_its_timecode(found, reel):
     assert set(by_stem) == {"dialogue/R1_DX.wav", "music/R1_MX.wav", "R2_DX.wav"}
     assert doc["matches"][0]["stem"] == "dialogue/R1_DX.wav"  # best first
     assert by_stem["R2_DX.wav"]["root"] == str(reel.reel2)  # each folder exactly as given
-    assert by_stem["music/R1_MX.wav"]["timecode"] is None  # no bext: no clock
+    # No bext of its own, but printed on the DX stem's timeline (same folder and length): it shares its clock.
+    assert by_stem["music/R1_MX.wav"]["timecode"] == timecode_24(HOUR + start)
     assert by_stem["dialogue/R1_DX.wav"]["score"] == pytest.approx(1.0, abs=1e-3)
     assert by_stem["dialogue/R1_DX.wav"]["speed"] == 1.0
 
