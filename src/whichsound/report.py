@@ -75,6 +75,7 @@ def verdict_json(v) -> dict:
         "offset_s": round(m.offset_s, 7) if m else None,
         "timecode": stem_timecode(m.stem, m.offset) if m else None,
         "channel": m.channel if m else None,
+        "speed": m.speed if m else None,
         "confidence": round(float(min(max(v.confidence, 0.0), 1.0)), 4),
         "residual_share": None if v.residual_share is None else round(v.residual_share, 4),
         "text": v.text,
