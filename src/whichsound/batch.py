@@ -27,10 +27,8 @@ TimeReference. Stems carrying a TimeReference are placed on the mix's clock by i
 timeline when their TimeReference equals the mix's); stems without one are taken to start with the mix and
 get its clock (start and rate) for their timecodes. Production takes keep their own clocks.
 
-The verdict and matches are locate's, with one rule of its own: a note marks a sound that stands out, so
-when a large part of the window (>= 20 % of its energy, and at least half the top stem's share) is in no
-stem, the note is about that part and the verdict is "in no stem" (cut from the mix itself, a window the
-stems explain leaves almost no residual). Offsets are those of the note's in point.
+The verdict and matches are locate's (its "in no stem" rule measures the residual above the window's own
+floor, about 0 for a cut of the mix itself). Offsets are those of the note's in point.
 
 A row that cannot be answered (unparsable timecode, window outside the mix, unreadable clip ...) gets an
 error naming its line; the other rows go on. Whole-file problems raise NotesError / TimecodeError.
@@ -40,7 +38,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import os
 import re
 import time
@@ -68,10 +65,6 @@ __all__ = [
 DEFAULT_NOTE_S = 2.0
 #: Default search radius (s) around a note's timeline position in the stems (mix-to-stem sync offsets).
 DEFAULT_WINDOW_S = 2.0
-#: A note's verdict is "in no stem" when this much of its window (energy share) is in no stem, and at least
-#: NOTE_NONE_RATIO times the top stem's share (see _foreign_sound_rule).
-NOTE_NONE_RESIDUAL = 0.2
-NOTE_NONE_RATIO = 0.5
 #: A sync offset larger than this (s) is reported in words.
 SYNC_REPORT_S = 0.001
 
@@ -524,9 +517,10 @@ def _process(task: _Task, st: _State) -> RowResult:
         return RowResult(**base, failure=RowFailure(note.line, problem), seconds=time.perf_counter() - t0)
 
     v = result.verdict
-    aligned = v.match  # the stem the window aligned with, kept for the sync offset if the note is in none
-    if task.clip_path is None:
-        v = _foreign_sound_rule(v)
+    aligned = v.match
+    ev = v.evidence or {}
+    if aligned is None and result.matches and ev.get("z", 0.0) >= ev.get("z_critical", float("inf")):
+        aligned = result.matches[0]  # in no stem, but the window did align: keep it for the sync offset
     known = set(st.discovery.warnings)
     warnings = tuple(task.warnings) + tuple(w for w in result.warnings if w not in known)
     expected = sync = sync_text = None
@@ -551,31 +545,6 @@ def _process(task: _Task, st: _State) -> RowResult:
         warnings=warnings,
         seconds=time.perf_counter() - t0,
     )
-
-
-def _foreign_sound_rule(v):
-    """A note's window with a large part in no stem is about that part: the verdict becomes "in no stem".
-
-    locate names the stem with the largest share. A review note marks a sound that stands out; cut from the
-    mix itself (no codec, no room), a window whose stems explain it leaves almost no residual, so a residual
-    of at least NOTE_NONE_RESIDUAL of the window's energy and NOTE_NONE_RATIO of the top stem's share is a
-    sound added after the stems, and that is the sound the note is about.
-    """
-    from whichsound.attribute import Verdict
-
-    if v.match is None or v.residual_share is None:
-        return v
-    top = v.match.share or 0.0
-    res = v.residual_share
-    if res < NOTE_NONE_RESIDUAL or res < NOTE_NONE_RATIO * top:
-        return v
-    conf = 1.0 / (1.0 + math.exp(-6.0 * (res - NOTE_NONE_RATIO * top)))
-    role = v.match.stem.role
-    text = (f"In no stem: {res:.0%} of the note's window is in no stem, beside {role} {top:.2f} "
-            f"({v.match.stem.rel} at {v.match.offset_s:.3f} s). It was added after the stems "
-            "(print, review copy or room).")
-    evidence = {**(v.evidence or {}), "rule": "note_residual"}
-    return Verdict(None, "none", conf, res, text, evidence=evidence)
 
 
 def _without_handle(result, handle_s: float, discovery):
