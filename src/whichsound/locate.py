@@ -46,6 +46,7 @@ RESCAN_BELOW = 0.5
 #: the stems explain a clip almost entirely, so a fifth of it left over is a sound added after them.
 NONE_EXCESS = 0.2
 NONE_RATIO = 0.5
+NONE_DOMINANCE = 10.0
 #: Candidate lags whose joint (summed squared NCC) peak is under this fraction of the best are not fitted.
 CANDIDATE_FLOOR = 0.25
 
@@ -376,8 +377,12 @@ def _verdict(winner: Hypothesis, matches: list[Match], zcrit: float, min_score: 
     aligned = zmax >= zcrit and (min_score is None or top.score >= min_score)
     floor = dec.residual_floor()
     excess = max(dec.residual - floor, 0.0) / max(1.0 - floor, 1e-9)
-    in_no_stem = excess >= top_share * (1.0 - floor) or (
-        excess >= NONE_EXCESS and excess >= NONE_RATIO * top_share
+    in_no_stem = (
+        excess >= top_share * (1.0 - floor)
+        or (excess >= NONE_EXCESS and excess >= NONE_RATIO * top_share)
+        # A noise filling the whole clip raises the floor to itself: the excess then reads 0, but a stem
+        # that explains under a tenth of what is left unexplained is not the source.
+        or dec.residual >= NONE_DOMINANCE * top_share
     )
     evidence = {
         "top_share": round(top_share, 4),
