@@ -17,6 +17,7 @@ import numpy as np
 from whichsound.align import (
     ChannelScan,
     Template,
+    clip_in_stem_time,
     describe_speed,
     make_template,
     refine_peak,
@@ -24,7 +25,7 @@ from whichsound.align import (
     scan_file,
 )
 from whichsound.attribute import Decomposition, Match, Verdict, decompose, focus_weights
-from whichsound.audio import Clip, read_clip, read_segment, resample, to_mono
+from whichsound.audio import Clip, read_clip, read_segment, to_mono
 from whichsound.errors import ClipError, InputError, WhichsoundError
 from whichsound.stems import ROLE_NAMES, Discovery, Stem, discover, group_timelines, share_clocks
 
@@ -56,7 +57,6 @@ class _Peak:
     """A stem's best channel at a hypothesis's lag, and the stem's own best peak anywhere."""
 
     channel: int
-    lag: float
     ncc: float
     z: float
     own_lag: int
@@ -86,6 +86,7 @@ class LocateResult:
     timeline: list[tuple[float, dict[str, float], float]] = field(default_factory=list)
     focus: tuple[float, float] | None = None
     band: tuple[float, float] | None = None
+    shares: dict[str, float] = field(default_factory=dict)  # the winning timeline's stems, by `rel`
 
     @property
     def found(self) -> bool:
@@ -121,7 +122,7 @@ class _ClipCache:
     def get(self, samplerate: int, speed: float = 1.0) -> tuple[np.ndarray, Template]:
         key = (samplerate, round(speed, 10))
         if key not in self._cache:
-            samples = resample(self.clip.samples, self.clip.samplerate / speed, samplerate)
+            samples = clip_in_stem_time(self.clip.samples, self.clip.samplerate, samplerate, speed)
             self._cache[key] = (samples, make_template(to_mono(samples), samplerate))
         return self._cache[key]
 
@@ -209,7 +210,8 @@ def locate(
     w = winner.decomposition.weights
     t = winner.decomposition.times[w > 0]
     span = (float(t.min()), float(t.max())) if len(t) else None
-    return LocateResult(clip, verdict, matches, warnings, timeline, span, band)
+    shares = {winner.stems[i].rel: v for i, v in winner.decomposition.shares.items()}
+    return LocateResult(clip, verdict, matches, warnings, timeline, span, band, shares)
 
 
 def _scan_all(
@@ -337,7 +339,7 @@ def _fit(key, members, stems, scans, cache, lag: float, speed: float, focus, ban
         s = scans[m][ch]
         z = (res[ch][1] - s.sum_c / max(s.count, 1)) / s.sigma
         own = max(scans[m], key=lambda c: c.best)
-        peaks.append(_Peak(ch, res[ch][0], res[ch][1], float(z), own.best_lag, own.best))
+        peaks.append(_Peak(ch, res[ch][1], float(z), own.best_lag, own.best))
     return Hypothesis(key, tuple(stems[m] for m in members), lag, tuple(peaks), dec, speed)
 
 

@@ -137,11 +137,7 @@ def infer_role(rel_path: str, root: str = "") -> str:
                 return role
         if in_production:
             break
-    if in_production:
-        return "PROD"
-    if _TAKE_RE.search(name) and any(_tokens(p) & _TOKENS["PROD"] for p in candidates[1:]):
-        return "PROD"
-    return "OTHER"
+    return "PROD" if in_production else "OTHER"
 
 
 def _read_manifest(root: Path) -> list[tuple[str, str]]:
