@@ -531,8 +531,7 @@ def _process(task: _Task, st: _State) -> RowResult:
             sync = aligned.offset_s - expected
             if abs(sync) > SYNC_REPORT_S:
                 sync_text = _sync_words(aligned.stem.rel, sync, st.fps)
-    key = (aligned.stem if aligned is not None else result.matches[0].stem).timeline_key()
-    shares = {m.stem.rel: round(m.share or 0.0, 4) for m in result.matches if m.stem.timeline_key() == key}
+    shares = {rel: round(v, 4) for rel, v in result.shares.items()}
     return RowResult(
         **base,
         verdict=verdict_json(v),
