@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,18 @@ FX_CHANNELS = (
     ("minetest__fire__sounds__fire_large", "scratch__Animal__Crickets", "btanks__submarine"),
 )
 REEL_S = 12.0
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_index_cache(tmp_path_factory):
+    """locate and batch keep an analysis index in the per-user cache: point it at a fresh folder per run."""
+    old = os.environ.get("WHICHSOUND_CACHE")
+    os.environ["WHICHSOUND_CACHE"] = str(tmp_path_factory.mktemp("index-cache"))
+    yield
+    if old is None:
+        os.environ.pop("WHICHSOUND_CACHE", None)
+    else:
+        os.environ["WHICHSOUND_CACHE"] = old
 
 
 def require_sounds() -> None:

@@ -364,6 +364,7 @@ def test_read_only_cache_dir_raises_cache_error(tmp_path):
 
 
 def test_default_cache_dir_follows_xdg(tmp_path, monkeypatch):
+    monkeypatch.delenv("WHICHSOUND_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     if sys.platform.startswith("linux"):
         assert default_cache_dir() == tmp_path / "xdg" / "whichsound"
@@ -372,9 +373,12 @@ def test_default_cache_dir_follows_xdg(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/is/ignored")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert default_cache_dir() == tmp_path / "home" / ".cache" / "whichsound"
+    monkeypatch.setenv("WHICHSOUND_CACHE", str(tmp_path / "mine"))
+    assert default_cache_dir() == tmp_path / "mine"
 
 
 def test_index_default_location(tmp_path, monkeypatch, stem):
+    monkeypatch.delenv("WHICHSOUND_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.setitem(sys.modules, "platformdirs", None)
     with Index() as index:

@@ -26,6 +26,7 @@ __all__ = [
     "make_template",
     "ncc_lags",
     "refine_peak",
+    "scan_array",
     "scan_file",
 ]
 
@@ -109,14 +110,18 @@ def _whitening_filter(x: np.ndarray, samplerate: int, taps: int, floor_db: float
 
 def _welch(x: np.ndarray, nfft: int) -> np.ndarray:
     """Average power spectrum of `x` (nfft//2+1 bins) over half-overlapping Hann frames."""
+    from numpy.lib.stride_tricks import sliding_window_view
+    from scipy import fft
+
     seg = min(nfft, len(x))
     win = np.hanning(seg + 1)[:seg]
     hop = max(1, seg // 2)
-    starts = range(0, max(1, len(x) - seg + 1), hop)
+    frames = sliding_window_view(x, seg)[::hop]
     acc = np.zeros(nfft // 2 + 1)
-    for s in starts:
-        acc += np.abs(np.fft.rfft(x[s : s + seg] * win, nfft)) ** 2
-    return acc / len(starts)
+    for k in range(0, len(frames), 1024):  # bounded memory for long clips
+        spec = fft.rfft(frames[k : k + 1024] * win, nfft, axis=-1, workers=-1)
+        acc += np.sum(spec.real**2 + spec.imag**2, axis=0)
+    return acc / len(frames)
 
 
 def make_template(x: np.ndarray, samplerate: int, *, floor_db: float = -50.0) -> Template:
@@ -197,8 +202,32 @@ class ChannelScan:
     sum_c: float = 0.0
     sum_c2: float = 0.0
     count: int = 0
-    best_lag: int = 0
+    best_lag: int = 0  # in stem samples, like every lag outside this class
     best: float = -1.0
+    scale: float = 1.0  # stem samples per lag unit of this scan: 6.0 for an 8 kHz scan of a 48 kHz stem
+
+    def centre(self, b: int) -> int:
+        """Stem sample at the centre of pooled bin `b`."""
+        return int(round((self.lag0 + b * self.hop + self.hop / 2) * self.scale))
+
+    def bin_of(self, stem_lag: float) -> int:
+        """Pooled bin holding stem sample `stem_lag` (may lie outside 0..len(pooled)-1)."""
+        return int((stem_lag / self.scale - self.lag0) // self.hop)
+
+    @property
+    def stem_hop(self) -> int:
+        """Width of one pooled bin in stem samples (rounded up)."""
+        return int(np.ceil(self.hop * self.scale))
+
+    def value_near(self, stem_lag: float, spread: int = 1) -> float:
+        """Largest pooled NCC within `spread` bins of `stem_lag` (0 outside the scanned range)."""
+        b = self.bin_of(stem_lag)
+        lo, hi = max(b - spread, 0), min(b + spread + 1, len(self.pooled))
+        return float(self.pooled[lo:hi].max()) if hi > lo else 0.0
+
+    def z_of(self, value: float) -> float:
+        """Height of an NCC value above this scan's mean, in noise standard deviations."""
+        return (value - self.sum_c / max(self.count, 1)) / self.sigma
 
     @property
     def sigma(self) -> float:
@@ -226,6 +255,46 @@ def scan_file(
     longer than a bin, so that energy hardly changes inside it (refine_peak recomputes exactly).
     """
     import soundfile as sf
+
+    try:
+        with sf.SoundFile(str(path)) as f:
+
+            def fill(out: np.ndarray, lo: int, hi: int) -> None:
+                f.seek(lo)
+                f.read(hi - lo, dtype="float32", always_2d=True, out=out)
+                _zero_non_finite(out)
+
+            return _scan(fill, tmpl, frames, channels, hop, lag_range, 1.0)
+    except AudioReadError:
+        raise
+    except Exception as exc:
+        raise AudioReadError(path, f"cannot read samples ({_short(exc)})") from None
+
+
+def scan_array(
+    data: np.ndarray,
+    tmpl: Template,
+    *,
+    scale: float,
+    hop: int = DEFAULT_HOP // 8,
+    lag_range: tuple[int, int] | None = None,
+) -> list[ChannelScan]:
+    """scan_file over an in-memory or memory-mapped (channels, n) array, e.g. an index entry at 8 kHz.
+
+    `tmpl` must be made at the array's rate; `scale` is stem samples per array sample (stem rate / array
+    rate), so the scans' bins map back to the stem (ChannelScan.centre); `lag_range` is in array samples.
+    """
+    channels, frames = int(data.shape[0]), int(data.shape[1])
+
+    def fill(out: np.ndarray, lo: int, hi: int) -> None:
+        out[:] = np.asarray(data[:, lo:hi], dtype=np.float32).T
+        _zero_non_finite(out)
+
+    return _scan(fill, tmpl, frames, channels, hop, lag_range, scale)
+
+
+def _scan(fill, tmpl: Template, frames: int, channels: int, hop: int, lag_range, scale: float) -> list[ChannelScan]:
+    """Overlap-save whitened NCC of `tmpl` against a source read by `fill(out, lo, hi)`, max-pooled per hop."""
     from scipy import fft
 
     L, M = tmpl.length, tmpl.taps
@@ -238,64 +307,57 @@ def scan_file(
         lag0 = max(lag0, int(lag_range[0]))
         lag_end = max(lag0 + 1, min(lag_end, int(lag_range[1]) + 1))
     nbins = (lag_end - lag0 + hop - 1) // hop
-    scans = [ChannelScan(ch, lag0, hop, np.full(nbins, -1.0, dtype=np.float32)) for ch in range(channels)]
+    scans = [ChannelScan(ch, lag0, hop, np.full(nbins, -1.0, dtype=np.float32), scale=scale)
+             for ch in range(channels)]
     conj = tmpl.conj_spectrum(n)[:, None]
     filt = tmpl.filter_spectrum(n)[:, None]
     q0 = M - 1
     span, frac = divmod(Lt, hop)
     buf = np.zeros((n, channels), dtype=np.float32)
-    try:
-        with sf.SoundFile(str(path)) as f:
-            v = lag0
-            while v < lag_end:
-                buf[:] = 0.0
-                lo, hi = max(v, 0), min(v + n, frames)
-                if hi > lo:
-                    f.seek(lo)
-                    f.read(hi - lo, dtype="float32", always_2d=True, out=buf[lo - v : hi - v])
-                    _zero_non_finite(buf[lo - v : hi - v])
-                B = fft.rfft(buf, axis=0, workers=-1)
-                c = fft.irfft(B * conj, n, axis=0, workers=-1)
-                y = fft.irfft(B * filt, n, axis=0, workers=-1)
-                del B
-                nb = step // hop
-                # Energy of the filtered stem in hop-long chunks from q0, then per bin-centre window sums.
-                need = (nb + span + 2) * hop
-                yy = y[q0 : q0 + need]
-                chunks = np.zeros((nb + span + 2, channels))
-                m = yy.shape[0] // hop
-                chunks[:m] = np.einsum("khc,khc->kc", yy[: m * hop].reshape(m, hop, channels),
-                                       yy[: m * hop].reshape(m, hop, channels), dtype=np.float64)
-                cs = np.concatenate([np.zeros((1, channels)), np.cumsum(chunks, axis=0)])
-                k = np.arange(nb + 1)
-                e_edge = cs[k + span] - cs[k] + chunks[np.minimum(k + span, len(chunks) - 1)] * (frac / hop)
-                e = 0.5 * (e_edge[:-1] + e_edge[1:])  # (nb, ch) at bin centres
-                cc = c[q0 : q0 + nb * hop].reshape(nb, hop, channels)
-                denom = np.sqrt(np.maximum(e, 0.0) * tmpl.energy)
-                ok = e > tmpl.energy * 1e-9 + 1e-20
-                inv = np.zeros_like(denom)
-                np.divide(1.0, denom, out=inv, where=ok)
-                cmax = np.maximum(cc.max(axis=1), -cc.min(axis=1))  # |NCC|: a polarity flip still aligns
-                pooled = np.clip(cmax * inv, 0.0, 1.0).astype(np.float32)
-                s1 = cc.sum(axis=1, dtype=np.float64) * inv
-                s2 = np.einsum("bhc,bhc->bc", cc, cc, dtype=np.float64) * inv**2
-                del c, y
-                kb0 = (v - lag0) // hop
-                valid = min(nb, nbins - kb0)
-                for ch, s in enumerate(scans):
-                    s.pooled[kb0 : kb0 + valid] = pooled[:valid, ch]
-                    s.sum_c += float(s1[:valid, ch].sum())
-                    s.sum_c2 += float(s2[:valid, ch].sum())
-                    s.count += valid * hop
-                    i = int(np.argmax(pooled[:valid, ch]))
-                    if pooled[i, ch] > s.best:
-                        s.best = float(pooled[i, ch])
-                        s.best_lag = v + i * hop + int(np.argmax(np.abs(cc[i, :, ch])))
-                v += step
-    except AudioReadError:
-        raise
-    except Exception as exc:
-        raise AudioReadError(path, f"cannot read samples ({_short(exc)})") from None
+    v = lag0
+    while v < lag_end:
+        buf[:] = 0.0
+        lo, hi = max(v, 0), min(v + n, frames)
+        if hi > lo:
+            fill(buf[lo - v : hi - v], lo, hi)
+        B = fft.rfft(buf, axis=0, workers=-1)
+        c = fft.irfft(B * conj, n, axis=0, workers=-1)
+        y = fft.irfft(B * filt, n, axis=0, workers=-1)
+        del B
+        nb = step // hop
+        # Energy of the filtered stem in hop-long chunks from q0, then per bin-centre window sums.
+        need = (nb + span + 2) * hop
+        yy = y[q0 : q0 + need]
+        chunks = np.zeros((nb + span + 2, channels))
+        m = yy.shape[0] // hop
+        chunks[:m] = np.einsum("khc,khc->kc", yy[: m * hop].reshape(m, hop, channels),
+                               yy[: m * hop].reshape(m, hop, channels), dtype=np.float64)
+        cs = np.concatenate([np.zeros((1, channels)), np.cumsum(chunks, axis=0)])
+        k = np.arange(nb + 1)
+        e_edge = cs[k + span] - cs[k] + chunks[np.minimum(k + span, len(chunks) - 1)] * (frac / hop)
+        e = 0.5 * (e_edge[:-1] + e_edge[1:])  # (nb, ch) at bin centres
+        cc = c[q0 : q0 + nb * hop].reshape(nb, hop, channels)
+        denom = np.sqrt(np.maximum(e, 0.0) * tmpl.energy)
+        ok = e > tmpl.energy * 1e-9 + 1e-20
+        inv = np.zeros_like(denom)
+        np.divide(1.0, denom, out=inv, where=ok)
+        cmax = np.maximum(cc.max(axis=1), -cc.min(axis=1))  # |NCC|: a polarity flip still aligns
+        pooled = np.clip(cmax * inv, 0.0, 1.0).astype(np.float32)
+        s1 = cc.sum(axis=1, dtype=np.float64) * inv
+        s2 = np.einsum("bhc,bhc->bc", cc, cc, dtype=np.float64) * inv**2
+        del c, y
+        kb0 = (v - lag0) // hop
+        valid = min(nb, nbins - kb0)
+        for ch, s in enumerate(scans):
+            s.pooled[kb0 : kb0 + valid] = pooled[:valid, ch]
+            s.sum_c += float(s1[:valid, ch].sum())
+            s.sum_c2 += float(s2[:valid, ch].sum())
+            s.count += valid * hop
+            i = int(np.argmax(pooled[:valid, ch]))
+            if pooled[i, ch] > s.best:
+                s.best = float(pooled[i, ch])
+                s.best_lag = int(round((v + i * hop + int(np.argmax(np.abs(cc[i, :, ch])))) * scale))
+        v += step
     return scans
 
 

@@ -118,16 +118,28 @@ class Decomposition:
 def stft(x: np.ndarray, nfft: int, hop: int) -> np.ndarray:
     """Hann-windowed STFT of (n, ch) -> (frames, nfft//2+1, ch), frames centred every `hop` samples."""
     from numpy.lib.stride_tricks import sliding_window_view
+    from scipy import fft
 
     if x.ndim == 1:
         x = x[:, None]
     pad = nfft // 2
-    xp = np.pad(x, ((pad, pad + hop), (0, 0)))
+    xp = np.pad(np.asarray(x, dtype=np.float32), ((pad, pad + hop), (0, 0)))
     nfr = 1 + (xp.shape[0] - nfft) // hop
     win = np.hanning(nfft + 1)[:nfft].astype(np.float32)
     frames = sliding_window_view(xp, nfft, axis=0)[: nfr * hop : hop]  # (frames, ch, nfft)
-    spec = np.fft.rfft(frames * win, axis=-1)  # (frames, ch, bins)
-    return np.transpose(spec, (0, 2, 1)).astype(np.complex64)
+    spec = fft.rfft(frames * win, axis=-1, workers=-1)  # (frames, ch, bins)
+    return np.ascontiguousarray(np.transpose(spec, (0, 2, 1)), dtype=np.complex64)
+
+
+def _stft_params(samplerate: int) -> tuple[int, int]:
+    """(nfft, hop) of the decomposition's STFT: ~21 ms frames, 75 % overlap."""
+    nfft = int(2 ** round(np.log2(samplerate / 47.0)))
+    return nfft, nfft // 4
+
+
+def clip_stft(clip: np.ndarray, samplerate: int) -> np.ndarray:
+    """The clip's STFT as decompose() uses it: computed once, passed to many fits of one clip."""
+    return stft(clip, *_stft_params(samplerate))
 
 
 def band_edges(nbins: int, bands: int = 20, min_bins: int = 3) -> list[tuple[int, int]]:
@@ -153,15 +165,16 @@ def decompose(
     samplerate: int,
     *,
     band: tuple[float, float] | None = None,
+    clip_stft: np.ndarray | None = None,
 ) -> Decomposition:
     """Fit `clip` (n, cc) by the stems' channels (`regressors[i]`: (n, k_i), already aligned to the clip).
 
     Gains are fitted on the whole clip (complex, one per stem channel and band); energies are kept per frame
     (see Decomposition.summarise for a focus) and only inside `band` = (lo, hi) Hz when given.
+    `clip_stft`: the clip's STFT when the caller already has it (see clip_stft()).
     """
-    nfft = int(2 ** round(np.log2(samplerate / 47.0)))  # ~21 ms frames
-    hop = nfft // 4
-    X = stft(clip, nfft, hop)  # (F, B, cc)
+    nfft, hop = _stft_params(samplerate)
+    X = clip_stft if clip_stft is not None else stft(clip, nfft, hop)  # (F, B, cc)
     S = [stft(r, nfft, hop) for r in regressors]
     owner = np.concatenate([np.full(s.shape[2], i) for i, s in enumerate(S)])
     A = np.concatenate(S, axis=2)  # (F, B, K)

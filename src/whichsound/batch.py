@@ -468,6 +468,7 @@ class _State:
     samplerate: int | None
     stem_offsets: dict[str, float]
     fps: float | None
+    index: str | None = None  # the analysis index's cache folder, None for full-rate scans
 
 
 _STATE: _State | None = None
@@ -499,7 +500,7 @@ def _process(task: _Task, st: _State) -> RowResult:
 
         if task.clip_path is not None:
             clip = read_clip(task.clip_path)
-            result = locate(clip.path, list(st.roots), discovery=st.discovery, clip=clip)
+            result = locate(clip.path, list(st.roots), discovery=st.discovery, clip=clip, index=st.index)
         else:
             h = task.handle
             samples = read_segment(st.mix, task.start - h, task.frames + 2 * h)
@@ -507,7 +508,7 @@ def _process(task: _Task, st: _State) -> RowResult:
             # A window cut from the mix runs at the mix's speed: no PAL rescans (they could only find false
             # matches, at three times the work for every note whose sound is in no stem).
             result = locate(clip.path, list(st.roots), discovery=st.discovery, clip=clip, near=task.near,
-                            rescan_speeds=())
+                            rescan_speeds=(), index=st.index, speed_known=True)
         if task.handle:
             result = _without_handle(result, task.handle / st.samplerate, st.discovery)
     except WhichsoundError as exc:
@@ -670,10 +671,13 @@ def run_batch(
     window_s: float = DEFAULT_WINDOW_S,
     jobs: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    index="auto",
 ) -> BatchReport:
     """Answer every note of `notes_path` against the stems under `roots`; see the module docstring.
 
-    `progress(done, total)` is called once the notes are planned and after each row completes.
+    `progress(done, total)` is called once the notes are planned and after each row completes. `index`
+    is the analysis index (as for locate: "auto", a cache folder, an Index or None): the stems are
+    decimated into it once, before the notes run, and every note's coarse search reads that copy.
     """
     from whichsound.stems import discover
 
@@ -700,9 +704,18 @@ def run_batch(
             progress(len(rows), len(notes))
 
     tick()
-    state = _State(discovery, tuple(roots), mix, clock.samplerate if clock else None, stem_offsets,
-                   float(clock.rate.fps) if clock else None)
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(tasks) or 1))
+    cache_dir = None
+    if index is not None and tasks:
+        from whichsound.locate import _open_index, prepare_index
+
+        idx = _open_index(index, warnings)
+        if idx is not None:
+            built, problems = prepare_index(idx, list(discovery.stems), jobs=jobs)
+            warnings.extend(problems)
+            cache_dir = str(idx.dir)
+    state = _State(discovery, tuple(roots), mix, clock.samplerate if clock else None, stem_offsets,
+                   float(clock.rate.fps) if clock else None, cache_dir)
     if jobs == 1:
         for t in tasks:
             rows[t.index] = _process(t, state)

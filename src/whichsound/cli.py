@@ -95,16 +95,23 @@ def _parse_band(value: str | None) -> tuple[float, float] | None:
               help="Start timecode for stems that carry none (no bext TimeReference), e.g. 01:00:00:00.")
 @click.option("--fps", default=None, metavar="RATE",
               help="Frame rate for stems that carry none (no iXML speed), e.g. 23.976, 25, 29.97DF.")
+@click.option("--cache", "cache_dir", default=None, metavar="DIR",
+              help="Analysis index folder (default: the per-user cache, or $WHICHSOUND_CACHE).")
+@click.option("--no-index", is_flag=True, help="Scan the stem files at full rate; neither read nor build the index.")
 @click.pass_context
-def locate(ctx, clip, roots, as_json, top, min_score, at, band, stream, start_tc, fps):
-    """Find which stem CLIP comes from, where, and how sure that is."""
+def locate(ctx, clip, roots, as_json, top, min_score, at, band, stream, start_tc, fps, cache_dir, no_index):
+    """Find which stem CLIP comes from, where, and how sure that is.
+
+    The coarse search reads the analysis index (see `whichsound index`): stems not in it yet are indexed
+    first, which takes a while once per file; candidates are then refined at full rate.
+    """
     from whichsound.locate import locate as run_locate
     from whichsound.report import dumps, locate_json, render_locate
     from whichsound.stems import apply_clock_defaults, discover
 
     found = apply_clock_defaults(discover(list(roots)), start_tc=start_tc, fps=fps)
     result = run_locate(clip, list(roots), at=at, band=_parse_band(band), min_score=min_score, stream=stream,
-                        discovery=found)
+                        discovery=found, index=None if no_index else (cache_dir or "auto"))
     if as_json:
         click.echo(dumps(locate_json(result)))
     else:
@@ -154,8 +161,11 @@ BATCH_ROWS_FAILED = 3
 @click.option("--window", "window_s", type=click.FloatRange(min=0.0), default=2.0, show_default=True,
               metavar="SECONDS", help="Search the timeline stems this far either side of each note's timecode.")
 @click.option("--json", "as_json", is_flag=True, help="Print only the JSON report on stdout.")
+@click.option("--cache", "cache_dir", default=None, metavar="DIR",
+              help="Analysis index folder (default: the per-user cache, or $WHICHSOUND_CACHE).")
+@click.option("--no-index", is_flag=True, help="Scan the stem files at full rate; neither read nor build the index.")
 @click.pass_context
-def batch(ctx, notes, mix, roots, fps, start_tc, out, jobs, window_s, as_json):
+def batch(ctx, notes, mix, roots, fps, start_tc, out, jobs, window_s, as_json, cache_dir, no_index):
     """Answer every review note of the CSV NOTES (timecodes of the mix) in one run.
 
     Each note's window [tc_in, tc_out) is cut from the mix and located in the stems near its timecode; a
@@ -179,7 +189,8 @@ def batch(ctx, notes, mix, roots, fps, start_tc, out, jobs, window_s, as_json):
         if not Path(out).resolve().parent.is_dir():
             raise click.UsageError(f"--out {out}: the folder {Path(out).resolve().parent} does not exist")
     err = Console(stderr=True)
-    args = {"mix": mix, "fps": fps, "start_tc": start_tc, "window_s": window_s, "jobs": jobs}
+    args = {"mix": mix, "fps": fps, "start_tc": start_tc, "window_s": window_s, "jobs": jobs,
+            "index": None if no_index else (cache_dir or "auto")}
     if err.is_terminal:
         from rich import progress as rp
 
@@ -218,7 +229,7 @@ def index_cmd(ctx, folders, cache_dir, jobs, rebuild, do_prune):
     """Build or refresh the analysis index of the stems and takes under FOLDERS.
 
     Each file's channels are stored decimated beside a SQLite catalog; entries of files that changed are
-    rebuilt, valid ones kept. (locate and batch do not read the index yet.)
+    rebuilt, valid ones kept. locate and batch read it (and add files it lacks on their first search).
     """
     import os
 

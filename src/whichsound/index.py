@@ -130,7 +130,11 @@ class Pruned:
 
 
 def default_cache_dir() -> Path:
-    """Per-user cache folder: platformdirs' user cache dir when installed, else $XDG_CACHE_HOME or ~/.cache."""
+    """Per-user cache folder: $WHICHSOUND_CACHE when set, else platformdirs' user cache dir when installed,
+    else $XDG_CACHE_HOME or ~/.cache."""
+    env = os.environ.get("WHICHSOUND_CACHE", "")
+    if env:
+        return Path(env).expanduser()
     try:
         import platformdirs
     except ImportError:

@@ -22,6 +22,7 @@ from whichsound.align import (
     make_template,
     refine_peak,
     refine_speed,
+    scan_array,
     scan_file,
 )
 from whichsound.attribute import Decomposition, Match, Verdict, decompose, focus_weights
@@ -29,7 +30,7 @@ from whichsound.audio import Clip, read_clip, read_segment, to_mono
 from whichsound.errors import ClipError, InputError, WhichsoundError
 from whichsound.stems import ROLE_NAMES, Discovery, Stem, discover, group_timelines, share_clocks
 
-__all__ = ["DEFAULT_FOCUS_S", "Hypothesis", "LocateResult", "locate"]
+__all__ = ["DEFAULT_FOCUS_S", "Hypothesis", "LocateResult", "locate", "prepare_index"]
 
 #: Most (seconds) the attribution window reaches either side of --at.
 DEFAULT_FOCUS_S = 0.2
@@ -87,6 +88,9 @@ class LocateResult:
     focus: tuple[float, float] | None = None
     band: tuple[float, float] | None = None
     shares: dict[str, float] = field(default_factory=dict)  # the winning timeline's stems, by `rel`
+    #: How the coarse search ran: {"cache": folder or None, "rate": Hz or None, "built": files indexed by
+    #: this call, "fallback": why the stems were (also) scanned at full rate, or None}.
+    index: dict = field(default_factory=dict)
 
     @property
     def found(self) -> bool:
@@ -119,6 +123,15 @@ class _ClipCache:
         self.mono = to_mono(clip.samples)
         self._cache: dict[tuple[int, float], tuple[np.ndarray, Template]] = {}
 
+    def stft(self, samplerate: int, speed: float = 1.0) -> np.ndarray:
+        """The clip's STFT on the stem grid (as attribute.decompose computes it), made once per rate and speed."""
+        from whichsound.attribute import clip_stft
+
+        key = ("stft", samplerate, round(speed, 10))
+        if key not in self._cache:
+            self._cache[key] = clip_stft(self.get(samplerate, speed)[0], samplerate)
+        return self._cache[key]
+
     def get(self, samplerate: int, speed: float = 1.0) -> tuple[np.ndarray, Template]:
         key = (samplerate, round(speed, 10))
         if key not in self._cache:
@@ -140,6 +153,8 @@ def locate(
     clip: Clip | None = None,
     near: tuple[float, float] | None = None,
     rescan_speeds: tuple[float, ...] = RESCAN_SPEEDS,
+    index="auto",
+    speed_known: bool = False,
 ) -> LocateResult:
     """Find which stem under `roots` holds the clip's sound, where, at what speed, and how sure that is.
 
@@ -149,6 +164,11 @@ def locate(
     (which run on their own clocks) to those offsets: batch uses it, knowing each note's timeline position.
     `discovery` and `clip` let a caller reuse what it already read. `rescan_speeds` are the speeds searched
     again when the clip at speed 1 explains less than RESCAN_BELOW of itself (() when the speed is known).
+    `index`: an index.Index whose low-rate copies of the stems serve the coarse search (entries missing or
+    stale are built first); "auto" opens the per-user cache ($WHICHSOUND_CACHE to move it); None scans
+    the stem files at full rate. Either way the candidates are refined and fitted at full rate.
+    `speed_known`: the clip runs at the stems' speed (a window cut from the mix): no speed estimation.
+    Timelines whose coarse peak is not significant are not fitted (unless none is).
     """
     if clip is None:
         clip = read_clip(clip_path, stream=stream)
@@ -170,15 +190,29 @@ def locate(
         raise InputError(f"--at {at:g} s lies outside the clip (0 to {clip.duration_s:.3f} s)")
     focus = {"at": at, "handle_s": HANDLE_S, "at_max_s": focus_s}
     cache = _ClipCache(clip)
+    idx = _open_index(index, warnings)
+    info = {"cache": None, "rate": None, "built": 0, "fallback": None if index is not None else "not asked for"}
+    if index is not None and idx is None:
+        info["fallback"] = "index cache unusable"
 
     stems = [s for s in discovery.stems if s.frames >= clip.duration_s * s.samplerate * 0.5]
-    scans, failed = _scan_all(stems, cache, 1.0, near)
+    if idx is not None:
+        info.update(cache=str(idx.dir), rate=idx.rate)
+        built, problems = prepare_index(idx, stems)
+        info["built"] = built
+        warnings.extend(problems)
+    scans, failed = _scan_all(stems, cache, 1.0, near, idx, warnings)
     warnings.extend(failed.values())
     keep = [i for i in range(len(stems)) if i not in failed]
     stems = [stems[i] for i in keep]
     scans = {j: scans[i] for j, i in enumerate(keep)}
     if not stems:
         raise InputError("no stem could be searched: " + "; ".join(warnings))
+    if idx is not None and not _stands_out(scans):
+        # Nothing stood out in the low-rate copies (a sound with its energy above their band): full rate.
+        info["fallback"] = f"no stem stood out in the {idx.rate} Hz index: searched again at full rate"
+        idx = None
+        scans, _ = _scan_all(stems, cache, 1.0, near, None, warnings)
     groups = group_timelines(stems)
     stems = share_clocks(stems, groups)
 
@@ -188,10 +222,11 @@ def locate(
         if speed != 1.0:
             if max(h.decomposition.explained for h in hyps) >= RESCAN_BELOW:
                 break
-            scans, _ = _scan_all(stems, cache, speed, near)
+            scans, _ = _scan_all(stems, cache, speed, near, idx, warnings)
         n_lags += sum(len(s.pooled) * s.hop for ss in scans.values() for s in ss)
-        for key, members in groups.items():
-            hyps.extend(_group_hypotheses(key, members, stems, scans, cache, speed, focus, band))
+        for key, members in _significant_groups(groups, scans, _z_critical(n_lags)).items():
+            hyps.extend(_group_hypotheses(key, members, stems, scans, cache, speed, focus, band,
+                                          estimate_speed=not speed_known))
     best_by_group: dict[tuple, Hypothesis] = {}
     for h in hyps:
         cur = best_by_group.get(h.group)
@@ -201,9 +236,10 @@ def locate(
 
     zcrit = _z_critical(n_lags)
     matches = _matches(best_by_group, winner)
+    matches += _unfitted_matches(groups, best_by_group, stems, scans)
     verdict = _verdict(winner, matches, zcrit, min_score)
     if verdict.match is not None and verdict.match.stem.role == "DX":
-        verdict = _with_production(verdict, best_by_group, zcrit)
+        verdict = _with_production(verdict, best_by_group, zcrit, any(s.role == "PROD" for s in stems))
     timeline = [
         (t, {winner.stems[i].rel: v for i, v in sh.items()}, r) for t, sh, r in winner.decomposition.timeline()
     ]
@@ -211,25 +247,130 @@ def locate(
     t = winner.decomposition.times[w > 0]
     span = (float(t.min()), float(t.max())) if len(t) else None
     shares = {winner.stems[i].rel: v for i, v in winner.decomposition.shares.items()}
-    return LocateResult(clip, verdict, matches, warnings, timeline, span, band, shares)
+    return LocateResult(clip, verdict, matches, warnings, timeline, span, band, shares, info)
+
+
+_OPEN_INDEXES: dict[str, object] = {}
+_VALID_ENTRIES: dict[tuple, object] = {}
+
+
+def _open_index(index, warnings: list[str]):
+    """The Index to search, or None. "auto" opens the per-user cache, a str/Path that cache folder (one
+    Index per folder and process, reused by later calls); an unusable cache is a warning, not an error."""
+    if index is None or index is False:
+        return None
+    from whichsound.index import CacheError, Index, default_cache_dir
+
+    if isinstance(index, Index):
+        return index
+    folder = str(default_cache_dir() if index == "auto" else Path(index).expanduser().absolute())
+    if folder not in _OPEN_INDEXES:
+        try:
+            _OPEN_INDEXES[folder] = Index(folder, verify="quick")
+        except CacheError as exc:
+            warnings.append(f"{exc}: searching the stem files at full rate")
+            return None
+    return _OPEN_INDEXES[folder]
+
+
+def prepare_index(index, stems: list[Stem], jobs: int = 1, progress=None) -> tuple[int, list[str]]:
+    """Build the index entries `stems` lack (first search of new or changed files).
+
+    Returns (files indexed, warnings for stems the index cannot hold: they are scanned at full rate; an
+    unreadable stem is left to the scan, which reports it). `jobs` > 1 builds in worker processes.
+    """
+    from whichsound.index import CacheError
+
+    missing = [s for s in stems if s.samplerate > index.rate and _entry(index, s, build=False) is None]
+    if not missing:
+        return 0, []
+    results = index.build_many([s.path for s in missing], jobs=jobs if len(missing) > 1 else 1, progress=progress)
+    built = sum(not isinstance(r, Exception) for r in results)
+    return built, [f"{s.rel}: not indexed ({r})" for s, r in zip(missing, results, strict=True)
+                   if isinstance(r, CacheError)]
+
+
+def _entry(index, stem: Stem, build: bool = True):
+    """The stem's valid index entry (built when `build`), checked once per process while the file's size
+    and mtime stay the same; None when there is none and `build` is False."""
+    import os
+
+    try:
+        st = os.stat(stem.path)
+    except OSError as exc:
+        raise InputError(f"{stem.path}: cannot read the file ({exc.strerror or exc})") from None
+    key = (str(index.dir), str(stem.path), st.st_size, st.st_mtime_ns)
+    got = _VALID_ENTRIES.get(key)
+    if got is None:
+        got = index.ensure(stem.path) if build else index.get(stem.path)
+        if got is not None:
+            _VALID_ENTRIES[key] = got
+    return got
+
+
+def _stands_out(scans: dict[int, list[ChannelScan]]) -> bool:
+    """True when some stem's coarse peak passes the significance test over all the lags searched."""
+    n = sum(len(s.pooled) * s.hop for ss in scans.values() for s in ss)
+    zc = _z_critical(n)
+    return any(s.z_of(s.best) >= zc for ss in scans.values() for s in ss)
 
 
 def _scan_all(
-    stems: list[Stem], cache: _ClipCache, speed: float, near: tuple[float, float] | None = None
+    stems: list[Stem],
+    cache: _ClipCache,
+    speed: float,
+    near: tuple[float, float] | None = None,
+    index=None,
+    warnings: list[str] | None = None,
 ) -> tuple[dict[int, list[ChannelScan]], dict[int, str]]:
-    """Coarse scans of every stem with the clip at `speed`; unreadable stems come back as warnings."""
+    """Coarse scans of every stem with the clip at `speed`; unreadable stems come back as warnings.
+
+    With an `index` the scan runs over its low-rate copy of each stem (built first when missing); a stem
+    the index cannot hold is scanned at full rate, with a warning.
+    """
     scans: dict[int, list[ChannelScan]] = {}
     failed: dict[int, str] = {}
     for i, stem in enumerate(stems):
-        _, tmpl = cache.get(stem.samplerate, speed)
-        lag_range = None
-        if near is not None and stem.role != "PROD":
-            lag_range = (int(math.floor(near[0] * stem.samplerate)), int(math.ceil(near[1] * stem.samplerate)))
         try:
-            scans[i] = scan_file(stem.path, tmpl, stem.frames, stem.channels, lag_range=lag_range)
+            scans[i] = _scan_one(stem, cache, speed, near, index, warnings)
         except WhichsoundError as exc:
             failed[i] = str(exc)
     return scans, failed
+
+
+def _scan_one(stem: Stem, cache: _ClipCache, speed: float, near, index, warnings) -> list[ChannelScan]:
+    from whichsound.index import CacheError
+
+    use_near = near is not None and stem.role != "PROD"
+    if index is not None and stem.samplerate > index.rate:
+        try:
+            data = _entry(index, stem).load()
+        except CacheError as exc:
+            if warnings is not None:
+                warnings.append(f"{stem.rel}: {exc}; searched at full rate")
+        else:
+            rate = index.rate
+            _, tmpl = cache.get(rate, speed)
+            lag_range = (int(math.floor(near[0] * rate)), int(math.ceil(near[1] * rate))) if use_near else None
+            return scan_array(data, tmpl, scale=stem.samplerate / rate, lag_range=lag_range)
+    _, tmpl = cache.get(stem.samplerate, speed)
+    lag_range = None
+    if use_near:
+        lag_range = (int(math.floor(near[0] * stem.samplerate)), int(math.ceil(near[1] * stem.samplerate)))
+    return scan_file(stem.path, tmpl, stem.frames, stem.channels, lag_range=lag_range)
+
+
+def _significant_groups(groups: dict, scans: dict[int, list[ChannelScan]], zc: float) -> dict:
+    """The timelines some member of which peaks above `zc` (all of them when none does).
+
+    A production folder holds hundreds of takes; fitting each one's best lag would cost far more than the
+    search, and a take that does not correlate above the noise cannot be the clip's source.
+    """
+    def zmax(members) -> float:
+        return max(s.z_of(s.best) for m in members for s in scans[m])
+
+    keep = {k: v for k, v in groups.items() if zmax(v) >= zc}
+    return keep or groups
 
 
 def _peak_bins(curve: np.ndarray, count: int, exclusion: int) -> list[int]:
@@ -244,7 +385,8 @@ def _peak_bins(curve: np.ndarray, count: int, exclusion: int) -> list[int]:
     return picked
 
 
-def _group_hypotheses(key, members, stems, scans, cache, speed, focus, band) -> list[Hypothesis]:
+def _group_hypotheses(key, members, stems, scans, cache, speed, focus, band, *,
+                      estimate_speed: bool = True) -> list[Hypothesis]:
     """Candidate lags for one timeline (joint curve peaks and each member's own peak), refined and fitted."""
     first = scans[members[0]][0]
     nb = min(len(scans[m][0].pooled) for m in members)
@@ -255,19 +397,21 @@ def _group_hypotheses(key, members, stems, scans, cache, speed, focus, band) -> 
     bins = set(_peak_bins(joint, _CANDIDATES_PER_GROUP, 2))
     for m in members:
         top = max(scans[m], key=lambda s: s.best)
-        bins.add(min(nb - 1, (top.best_lag - first.lag0) // first.hop))
+        bins.add(min(nb - 1, max(0, first.bin_of(top.best_lag))))
     # A candidate whose joint peak is a small fraction of the best one cannot win the fit: skip it.
     floor = CANDIDATE_FLOOR * float(joint.max())
     bins = {b for b in bins if joint[b] >= floor or _own_peak_strong(b, members, scans, first)}
     lags: dict[float, None] = {}
+    radius = first.stem_hop if first.scale == 1.0 else first.stem_hop + 2 * int(math.ceil(first.scale))
     for b in sorted(bins):
-        centre = first.lag0 + b * first.hop + first.hop // 2
-        lags[round(_refine_group(members, stems, cache, speed, centre, first.hop)[0], 3)] = None
+        lags[round(_refine_group(members, stems, cache, speed, first.centre(b), radius)[0], 3)] = None
     hyps = [_fit(key, members, stems, scans, cache, lag, speed, focus, band) for lag in lags]
     best = max(hyps, key=lambda h: h.decomposition.explained)
+    if not estimate_speed:
+        return hyps
     sp, lag, quality = refine_speed(
         lambda start, n: _virtual_mix(members, stems, start, n), cache.mono, cache.clip.samplerate,
-        stems[members[0]].samplerate, best.lag, speed=speed, radius=first.hop + 64,
+        stems[members[0]].samplerate, best.lag, speed=speed, radius=radius + 64,
     )
     if abs(sp - 1.0) < SPEED_TOLERANCE:
         sp = 1.0
@@ -284,7 +428,7 @@ def _own_peak_strong(b: int, members, scans, first) -> bool:
     """True when some member's own best peak falls in bin `b` and stands out (a stem off its timeline)."""
     for m in members:
         top = max(scans[m], key=lambda s: s.best)
-        if (top.best_lag - first.lag0) // first.hop == b and top.best >= 0.3:
+        if first.bin_of(top.best_lag) == b and top.best >= 0.3:
             return True
     return False
 
@@ -314,13 +458,15 @@ def _aligned(stem: Stem, lag: float, n: int) -> np.ndarray:
     frac = lag - i
     if abs(frac) < 1e-3:
         return read_segment(stem.path, i, n)
+    from scipy import fft
+
     pad = 64
-    seg = read_segment(stem.path, i - pad, n + 2 * pad + 1).astype(np.float64)
-    m = seg.shape[0]
-    spec = np.fft.rfft(seg, axis=0)
+    seg = read_segment(stem.path, i - pad, n + 2 * pad + 1)
+    m = fft.next_fast_len(seg.shape[0] + pad, real=True)  # zero tail: the circular wrap stays in the pad
+    spec = fft.rfft(seg, m, axis=0, workers=-1)
     k = np.arange(spec.shape[0])
-    spec *= np.exp(2j * np.pi * k * frac / m)[:, None]  # advance by frac samples
-    out = np.fft.irfft(spec, m, axis=0)
+    spec *= np.exp(2j * np.pi * k * frac / m).astype(np.complex64)[:, None]  # advance by frac samples
+    out = fft.irfft(spec, m, axis=0, workers=-1)
     return out[pad : pad + n].astype(np.float32)
 
 
@@ -329,15 +475,15 @@ def _fit(key, members, stems, scans, cache, lag: float, speed: float, focus, ban
     samples, _ = cache.get(sr, speed)
     n = samples.shape[0]
     regs = [_aligned(stems[m], lag, n) for m in members]
-    dec = decompose(samples, regs, sr, band=band)
+    dec = decompose(samples, regs, sr, band=band, clip_stft=cache.stft(sr, speed))
     dec.weights = focus_weights(dec.times, dec.total, n / sr, **focus)
     peaks = []
     for m in members:
         _, t = cache.get(stems[m].samplerate, speed)
         res = refine_peak(stems[m].path, t, int(round(lag)), radius=4)
         ch = int(np.argmax([v for _, v in res]))
-        s = scans[m][ch]
-        z = (res[ch][1] - s.sum_c / max(s.count, 1)) / s.sigma
+        # Significance is judged where the search ran (the coarse scan), not on the full-rate refinement.
+        z = max(s.z_of(s.value_near(lag)) for s in scans[m])
         own = max(scans[m], key=lambda c: c.best)
         peaks.append(_Peak(ch, res[ch][1], float(z), own.best_lag, own.best))
     return Hypothesis(key, tuple(stems[m] for m in members), lag, tuple(peaks), dec, speed)
@@ -365,6 +511,21 @@ def _matches(best_by_group, winner) -> list[Match]:
             )
     in_winner = {id(s) for s in winner.stems}
     out.sort(key=lambda m: (id(m.stem) in in_winner, m.share or 0.0, m.score), reverse=True)
+    return out
+
+
+def _unfitted_matches(groups: dict, fitted: dict, stems: list[Stem], scans) -> list[Match]:
+    """Matches for the timelines not fitted (no significant peak): each stem at its own coarse best lag,
+    with no share."""
+    out = []
+    for key, members in groups.items():
+        if key in fitted:
+            continue
+        for m in members:
+            top = max(scans[m], key=lambda s: s.best)
+            out.append(Match(stem=stems[m], channel=top.channel, offset=float(top.best_lag), score=top.best,
+                             z=float(top.z_of(top.best)), speed=1.0, share=None))
+    out.sort(key=lambda m: m.score, reverse=True)
     return out
 
 
@@ -454,22 +615,21 @@ def _take_words(prod: dict) -> str:
     return ", ".join(b for b in bits if b)
 
 
-def _with_production(verdict: Verdict, best_by_group: dict, zcrit: float) -> Verdict:
+def _with_production(verdict: Verdict, best_by_group: dict, zcrit: float, searched_takes: bool) -> Verdict:
     """Add where the dialogue stem's sound lies in the production takes, or say that it is in none."""
     from dataclasses import replace
 
 
     takes = [h for h in best_by_group.values() if len(h.stems) == 1 and h.stems[0].role == "PROD"]
-    if not takes:
+    if not searched_takes:
         return verdict
     dx_share = verdict.match.share or 0.0
-    best = max(takes, key=lambda h: h.decomposition.shares.get(0, 0.0))
-    share = best.decomposition.shares.get(0, 0.0)
-    peak = best.peaks[0]
-    if peak.z < zcrit or share < 0.5 * dx_share:
+    best = max(takes, key=lambda h: h.decomposition.shares.get(0, 0.0)) if takes else None
+    share = best.decomposition.shares.get(0, 0.0) if best else 0.0
+    if best is None or best.peaks[0].z < zcrit or share < 0.5 * dx_share:
         text = verdict.text + " It is in no production take given: it came from the dialogue edit (a fill, an alt take not given, or ADR)."
         return replace(verdict, text=text, production={"file": None})
-    stem = best.stems[0]
+    stem, peak = best.stems[0], best.peaks[0]
     prod = _production_block(stem, peak.channel, best.lag, share)
     where = _take_words(prod)
     text = verdict.text + f" In the production recording {stem.rel} ({where})."

@@ -103,6 +103,7 @@ def locate_json(result) -> dict:
         "focus_s": list(result.focus) if result.focus else None,
         "band_hz": list(result.band) if result.band else None,
         "warnings": list(result.warnings),
+        "index": dict(result.index),
     }
 
 
@@ -136,6 +137,12 @@ def render_locate(result, console, *, top: int = 10) -> None:
         )
     for w in result.warnings:
         console.print(f"[yellow]warning:[/] {w}")
+    info = result.index
+    if info.get("built"):
+        console.print(f"[dim]indexed {info['built']} file(s) into {info['cache']} (first search of them; "
+                      "later searches reuse it)[/]")
+    if info.get("fallback") and info.get("cache"):
+        console.print(f"[dim]{info['fallback']}[/]")
     console.print(table)
     style = "bold green" if result.found else "bold yellow"
     console.print(f"[{style}]{result.verdict.text}[/] Confidence {result.verdict.confidence:.2f}.")
