@@ -37,8 +37,9 @@ def _speed_clip(tmp_path: Path, cid: str, speed: float, pad_s: float = 0.6) -> t
     return path, offset, ans["stem"]
 
 
-@pytest.mark.parametrize("speed", [1000 / 1001, 1001 / 1000, 25 / 24, 24 / 25, 1.03],
-                         ids=["pulldown", "pullup", "pal_up", "pal_down", "drift_3pct"])
+@pytest.mark.parametrize("speed", [1000 / 1001, 1001 / 1000, 25 / 24, 24 / 25, 1.03, 0.97, 1.05, 0.95, 1.012],
+                         ids=["pulldown", "pullup", "pal_up", "pal_down", "drift_3pct", "slow_3pct", "fast_5pct",
+                              "slow_5pct", "drift_1.2pct"])
 def test_speed_is_recovered_with_stem_and_offset(tmp_path, speed):
     path, offset, stem = _speed_clip(tmp_path, "fx_door", speed)
     res = locate(path, [str(SCENE / "stems")])
@@ -79,3 +80,21 @@ def test_speed_of_a_random_clip_is_not_invented():
         sf.write(str(path), x, SR, subtype="PCM_24")
         v = locate(path, [str(SCENE / "stems")]).verdict
     assert v.match is None and v.origin == "none"
+
+
+def test_speed_search_on_envelopes_finds_an_arbitrary_speed_and_position():
+    from whichsound.align import envelope_features, speed_search
+
+    pm, sr = sf.read(str(SCENE / "printmaster.wav"), dtype="float32", always_2d=True)
+    mono = pm.sum(axis=1)
+    ref = envelope_features(resample(mono, sr, 8000))
+    start = int(7.3 * sr)
+    x = mono[start : start + 4 * sr]
+    speed = 1.023
+    y = resample(x, sr, sr / speed)  # played 2.3 % fast
+    (found, frame, score), = speed_search(y, sr, [ref])
+    # Tolerance: the grid moves the clip's end by a quarter 10-ms frame (0.06 % for 4 s); the parabola
+    # does better, 0.1 % leaves room. The position is in 10-ms frames: within one frame.
+    assert found == pytest.approx(speed, abs=1e-3)
+    assert abs(frame - 7.3 * 100) <= 1
+    assert score > 0.5

@@ -19,11 +19,13 @@ from whichsound.align import (
     Template,
     clip_in_stem_time,
     describe_speed,
+    envelope_features,
     make_template,
     refine_peak,
     refine_speed,
     scan_array,
     scan_file,
+    speed_search,
 )
 from whichsound.attribute import Decomposition, Match, Verdict, decompose, focus_weights
 from whichsound.audio import Clip, read_clip, read_segment, to_mono
@@ -222,6 +224,14 @@ def locate(
         if speed != 1.0:
             if max(h.decomposition.explained for h in hyps) >= RESCAN_BELOW:
                 break
+            if speed == rescan_speeds[0] and not speed_known:
+                # Before the standard ratios: a continuous search over +-5 % on envelope features.
+                zc = _z_critical(n_lags)
+                hyps.extend(h for h in _speed_searched(groups, stems, cache, idx or _open_index(index, []),
+                                                       focus, band, scans)
+                            if max(p.z for p in h.peaks) >= zc)
+                if max(h.decomposition.explained for h in hyps) >= RESCAN_BELOW:
+                    break
             scans, _ = _scan_all(stems, cache, speed, near, idx, warnings)
         n_lags += sum(len(s.pooled) * s.hop for ss in scans.values() for s in ss)
         for key, members in _significant_groups(groups, scans, _z_critical(n_lags)).items():
@@ -371,6 +381,63 @@ def _significant_groups(groups: dict, scans: dict[int, list[ChannelScan]], zc: f
 
     keep = {k: v for k, v in groups.items() if zmax(v) >= zc}
     return keep or groups
+
+
+_FEATURES: dict[tuple, np.ndarray] = {}
+#: Speed-search results closer than this to 1 are left to the speed-1 search and refine_speed.
+SEARCH_MIN_CHANGE = 5e-4
+
+
+def _timeline_features(index, members: list[int], stems: list[Stem]) -> np.ndarray | None:
+    """Envelope features of a timeline's stems summed to mono, from the index (cached per process)."""
+    key = (str(index.dir), tuple((str(stems[m].path), stems[m].frames) for m in members))
+    if key not in _FEATURES:
+        mono = None
+        for m in members:
+            entry = _entry(index, stems[m])
+            data = entry.load()
+            part = np.zeros(data.shape[1], dtype=np.float32)
+            for lo in range(0, data.shape[1], 1 << 20):
+                part[lo : lo + (1 << 20)] = np.asarray(data[:, lo : lo + (1 << 20)], dtype=np.float32).sum(axis=0)
+            mono = part if mono is None else mono[: len(part)] + part[: len(mono)]
+        _FEATURES[key] = envelope_features(mono)
+    return _FEATURES[key]
+
+
+def _speed_searched(groups, stems, cache, index, focus, band, scans) -> list[Hypothesis]:
+    """Hypotheses at the speed a continuous envelope search finds (clips sped up or slowed by up to 5 %).
+
+    Each timeline's best (speed, position) on envelope features is refined from the drift of short
+    full-rate alignments (refine_speed) and fitted; needs the index (the features come from its copies).
+    """
+    if index is None:
+        return []
+    keys = [k for k, members in groups.items() if all(stems[m].samplerate > index.rate for m in members)]
+    refs = [_timeline_features(index, groups[k], stems) for k in keys]
+    found = speed_search(cache.mono, cache.clip.samplerate, refs)
+    ranked = sorted(zip(keys, found, strict=True), key=lambda kv: -kv[1][2])[:2]
+    out = []
+    for key, (sp, frame, _score) in ranked:
+        if abs(sp - 1.0) < SEARCH_MIN_CHANGE:
+            continue
+        members = groups[key]
+        sr = stems[members[0]].samplerate
+        lag = frame * 80 * sr / index.rate
+        sp2, lag2, quality = refine_speed(
+            lambda start, n, members=members: _virtual_mix(members, stems, start, n), cache.mono,
+            cache.clip.samplerate, sr, lag, speed=sp, radius=int(120 * sr / index.rate),
+        )
+        if quality <= 0.0:
+            continue
+        if abs(sp2 - 1.0) < SPEED_TOLERANCE:
+            sp2 = 1.0
+        # Significance at the found speed: the coarse scans of the timeline with the clip at that speed.
+        got, failed = _scan_all([stems[m] for m in members], cache, sp2, None, index)
+        if failed:
+            continue
+        sp_scans = {m: got[j] for j, m in enumerate(members)}
+        out.append(_fit(key, members, stems, sp_scans, cache, lag2, sp2, focus, band))
+    return out
 
 
 def _peak_bins(curve: np.ndarray, count: int, exclusion: int) -> list[int]:
