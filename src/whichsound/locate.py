@@ -203,23 +203,44 @@ def locate(
         built, problems = prepare_index(idx, stems)
         info["built"] = built
         warnings.extend(problems)
-    scans, failed = _scan_all(stems, cache, 1.0, near, idx, warnings)
-    warnings.extend(failed.values())
-    keep = [i for i in range(len(stems)) if i not in failed]
-    stems = [stems[i] for i in keep]
-    scans = {j: scans[i] for j, i in enumerate(keep)}
-    if not stems:
+    groups = group_timelines(stems)
+    stems = share_clocks(stems, groups)
+    scans: dict[int, list[ChannelScan]] = {}
+    gone: set[int] = set()
+
+    def scan(indices: list[int], speed: float, use) -> None:
+        got, failed = _scan_all([stems[i] for i in indices], cache, speed, near, use, warnings)
+        for j, i in enumerate(indices):
+            if j in failed:
+                if i not in gone:
+                    warnings.append(failed[j])
+                gone.add(i)
+            else:
+                scans[i] = got[j]
+
+    def scanned_groups() -> dict:
+        out = {k: [m for m in v if m in scans and m not in gone] for k, v in groups.items()}
+        return {k: v for k, v in out.items() if v}
+
+    # Production takes are searched when the clip may be theirs: no other stems, a dialogue verdict (for
+    # its provenance), or other stems that explain under half of it. Hundreds of takes then cost nothing
+    # for a clip of effects or music.
+    takes = [i for i, st in enumerate(stems) if st.role == "PROD"]
+    first = [i for i in range(len(stems)) if i not in set(takes)] or takes
+    scan(first, 1.0, idx)
+    if not scans:
         raise InputError("no stem could be searched: " + "; ".join(warnings))
+    if not _stands_out(scans) and first is not takes:
+        scan(takes, 1.0, idx)
     if idx is not None and not _stands_out(scans):
         # Nothing stood out in the low-rate copies (a sound with its energy above their band): full rate.
         info["fallback"] = f"no stem stood out in the {idx.rate} Hz index: searched again at full rate"
         idx = None
-        scans, _ = _scan_all(stems, cache, 1.0, near, None, warnings)
-    groups = group_timelines(stems)
-    stems = share_clocks(stems, groups)
+        scan(list(scans), 1.0, None)
 
     hyps: list[Hypothesis] = []
     n_lags = 0
+    fitted: set = set()
     for speed in (1.0, *rescan_speeds):
         if speed != 1.0:
             if max(h.decomposition.explained for h in hyps) >= RESCAN_BELOW:
@@ -227,16 +248,25 @@ def locate(
             if speed == rescan_speeds[0] and not speed_known:
                 # Before the standard ratios: a continuous search over +-5 % on envelope features.
                 zc = _z_critical(n_lags)
-                hyps.extend(h for h in _speed_searched(groups, stems, cache, idx or _open_index(index, []),
-                                                       focus, band, scans)
+                hyps.extend(h for h in _speed_searched(scanned_groups(), stems, cache,
+                                                       idx or _open_index(index, []), focus, band, scans)
                             if max(p.z for p in h.peaks) >= zc)
                 if max(h.decomposition.explained for h in hyps) >= RESCAN_BELOW:
                     break
-            scans, _ = _scan_all(stems, cache, speed, near, idx, warnings)
-        n_lags += sum(len(s.pooled) * s.hop for ss in scans.values() for s in ss)
-        for key, members in _significant_groups(groups, scans, _z_critical(n_lags)).items():
-            hyps.extend(_group_hypotheses(key, members, stems, scans, cache, speed, focus, band,
-                                          estimate_speed=not speed_known))
+            scan(list(scans), speed, idx)
+            fitted = set()
+        n_before = n_lags
+        while True:
+            n_lags = n_before + sum(len(c.pooled) * c.hop for ss in scans.values() for c in ss)
+            todo = {k: v for k, v in scanned_groups().items() if k not in fitted}
+            for key, members in _significant_groups(todo, scans, _z_critical(n_lags)).items():
+                hyps.extend(_group_hypotheses(key, members, stems, scans, cache, speed, focus, band,
+                                              estimate_speed=not speed_known))
+            fitted |= set(todo)
+            pending = [i for i in takes if i not in scans and i not in gone]
+            if not pending or not _needs_takes(hyps):
+                break
+            scan(pending, speed, idx)
     best_by_group: dict[tuple, Hypothesis] = {}
     for h in hyps:
         cur = best_by_group.get(h.group)
@@ -246,10 +276,10 @@ def locate(
 
     zcrit = _z_critical(n_lags)
     matches = _matches(best_by_group, winner)
-    matches += _unfitted_matches(groups, best_by_group, stems, scans)
+    matches += _unfitted_matches(scanned_groups(), best_by_group, stems, scans)
     verdict = _verdict(winner, matches, zcrit, min_score)
     if verdict.match is not None and verdict.match.stem.role == "DX":
-        verdict = _with_production(verdict, best_by_group, zcrit, any(s.role == "PROD" for s in stems))
+        verdict = _with_production(verdict, best_by_group, zcrit, any(stems[i].role == "PROD" for i in scans))
     timeline = [
         (t, {winner.stems[i].rel: v for i, v in sh.items()}, r) for t, sh, r in winner.decomposition.timeline()
     ]
@@ -368,6 +398,18 @@ def _scan_one(stem: Stem, cache: _ClipCache, speed: float, near, index, warnings
     if use_near:
         lag_range = (int(math.floor(near[0] * stem.samplerate)), int(math.ceil(near[1] * stem.samplerate)))
     return scan_file(stem.path, tmpl, stem.frames, stem.channels, lag_range=lag_range)
+
+
+def _needs_takes(hyps: list[Hypothesis]) -> bool:
+    """True when the best fit so far is a dialogue stem's or explains under RESCAN_BELOW of the clip."""
+    if not hyps:
+        return True
+    best = max(hyps, key=lambda h: h.decomposition.explained)
+    if best.decomposition.explained < RESCAN_BELOW:
+        return True
+    shares = best.decomposition.shares
+    top = max(shares, key=shares.get) if shares else None
+    return top is None or best.stems[top].role in ("DX", "PROD")
 
 
 def _significant_groups(groups: dict, scans: dict[int, list[ChannelScan]], zc: float) -> dict:
