@@ -198,6 +198,10 @@ def locate(
         info["fallback"] = "index cache unusable"
 
     stems = [s for s in discovery.stems if s.frames >= clip.duration_s * s.samplerate * 0.5]
+    if idx is not None and _share_below(cache.mono, clip.samplerate, LOW_BAND * idx.rate) < MIN_LOW_SHARE:
+        info["fallback"] = (f"the clip has almost nothing under {LOW_BAND * idx.rate:.0f} Hz, the index's band: "
+                            "searched at full rate")
+        idx = None
     if idx is not None:
         info.update(cache=str(idx.dir), rate=idx.rate)
         built, problems = prepare_index(idx, stems)
@@ -346,6 +350,25 @@ def _entry(index, stem: Stem, build: bool = True):
         if got is not None:
             _VALID_ENTRIES[key] = got
     return got
+
+
+#: The index's useful band is up to LOW_BAND x its rate; a clip with under MIN_LOW_SHARE of its energy
+#: there (a sound all above 3.6 kHz: a hiss, a chirp, a jingle of keys) is searched at full rate.
+LOW_BAND = 0.45
+MIN_LOW_SHARE = 0.02
+
+
+def _share_below(x: np.ndarray, samplerate: int, hz: float) -> float:
+    """Share of the energy of mono `x` (DC left out) below `hz`."""
+    from scipy import fft
+
+    p = np.abs(fft.rfft(np.asarray(x, dtype=np.float64))) ** 2
+    p[0] = 0.0
+    tot = float(p.sum())
+    if tot <= 0:
+        return 1.0
+    k = int(hz * len(x) / samplerate)
+    return float(p[:k].sum()) / tot
 
 
 def _stands_out(scans: dict[int, list[ChannelScan]]) -> bool:

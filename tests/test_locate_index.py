@@ -1,0 +1,109 @@
+"""locate and batch over the analysis index: same answers as the full-rate scan, built on first use, a
+full-rate fallback when the index's band holds nothing of the clip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from whichsound.batch import run_batch
+from whichsound.index import Index
+from whichsound.locate import locate
+
+SCENE = Path(__file__).resolve().parents[1] / "fixtures" / "scene"
+TRUTH = json.loads((SCENE / "truth.json").read_text())
+ROOTS = [str(SCENE / "stems"), str(SCENE / "production")]
+SR = 48000
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.mark.parametrize("clip", TRUTH["clips"], ids=[c["id"] for c in TRUTH["clips"]])
+def test_index_and_full_rate_give_the_same_answer(clip, cache):
+    path = SCENE / clip["file"]
+    with_index = locate(path, ROOTS, index=str(cache))
+    full = locate(path, ROOTS, index=None)
+    a, b = with_index.verdict, full.verdict
+    assert with_index.index["cache"] == str(cache) and full.index["cache"] is None
+    assert (a.match is None) == (b.match is None)
+    assert a.origin == b.origin
+    if a.match is not None:
+        assert a.match.stem.path == b.match.stem.path
+        # Both refine the same full-rate correlation peak: the offsets agree to a hundredth of a sample
+        # (what is left is float rounding in windows cut at different places).
+        assert a.match.offset == pytest.approx(b.match.offset, abs=0.01)
+        assert a.match.speed == pytest.approx(b.match.speed, rel=1e-6)
+    # Shares come from the same full-rate fit: equal to rounding.
+    for rel, share in full.shares.items():
+        assert with_index.shares.get(rel, 0.0) == pytest.approx(share, abs=1e-3)
+
+
+def test_index_is_built_on_first_use_and_reused(tmp_path):
+    clip = SCENE / "clips" / "fx_door.wav"
+    first = locate(clip, ROOTS, index=str(tmp_path / "c"))
+    second = locate(clip, ROOTS, index=str(tmp_path / "c"))
+    stems = len(list((SCENE / "stems").iterdir())) + len(list((SCENE / "production").iterdir()))
+    assert first.index["built"] == stems and first.index["rate"] == 8000
+    assert second.index["built"] == 0 and second.index["fallback"] is None
+    assert first.verdict.match.stem.path == second.verdict.match.stem.path
+    with Index(tmp_path / "c") as idx:
+        assert len(idx.entries()) == stems
+
+
+def test_no_index_writes_no_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("WHICHSOUND_CACHE", str(tmp_path / "never"))
+    res = locate(SCENE / "clips" / "fx_door.wav", ROOTS, index=None)
+    assert res.verdict.match is not None
+    assert res.index["fallback"] == "not asked for"
+    assert not (tmp_path / "never").exists()
+
+
+def test_sound_above_the_index_band_falls_back_to_full_rate(tmp_path):
+    # A stem of hiss bursts with nothing under 6 kHz (cut in the frequency domain): its 8 kHz copy is silent.
+    def above_6k(v: np.ndarray) -> np.ndarray:
+        spec = np.fft.rfft(v)
+        spec[: int(6000 * len(v) / SR)] = 0.0
+        return np.fft.irfft(spec, len(v)).astype(np.float32)
+
+    rng = np.random.default_rng(3)
+    n = 20 * SR
+    x = np.zeros(n, np.float32)
+    starts = rng.integers(SR, n - 2 * SR, size=12)
+    for start in starts:
+        x[start : start + SR // 4] += rng.standard_normal(SR // 4).astype(np.float32) * 0.2
+    x = above_6k(x)
+    stems = tmp_path / "stems"
+    stems.mkdir()
+    sf.write(stems / "R1_FX.wav", x, SR, subtype="FLOAT")
+    other = above_6k(rng.standard_normal(n) * 0.01)
+    sf.write(stems / "R1_BG.wav", other, SR, subtype="FLOAT")
+    at = int(starts[0]) - SR // 4  # a burst 0.25 s into a 1-s clip
+    clip = tmp_path / "q.wav"
+    sf.write(clip, x[at : at + SR] + other[at : at + SR], SR, subtype="FLOAT")
+    res = locate(clip, [str(stems)], index=str(tmp_path / "cache"))
+    assert res.index["fallback"] and "full rate" in res.index["fallback"]
+    assert res.verdict.match is not None and res.verdict.match.stem.rel == "R1_FX.wav"
+    assert res.verdict.match.offset == pytest.approx(at, abs=0.5)  # exact: an unmodified excerpt
+
+
+def test_batch_indexes_the_stems_once_before_the_notes(tmp_path):
+    notes = tmp_path / "notes.csv"
+    rows = ["id,tc_in,tc_out,note"]
+    fps = int(round(float(TRUTH["fps"])))
+    for c in TRUTH["clips"][:3]:
+        f = int(c["window_s"][0] * fps)
+        rows.append(f"{c['id']},01:00:{f // fps:02d}:{f % fps:02d},,{c['note']}")
+    notes.write_text("\n".join(rows) + "\n")
+    cache = tmp_path / "cache"
+    report = run_batch(notes, ROOTS, mix=str(SCENE / "printmaster.wav"), jobs=1, index=str(cache))
+    assert not report.failed
+    with Index(cache) as idx:
+        indexed = {e.source for e in idx.entries()}
+    assert {p.resolve() for p in (SCENE / "stems").iterdir()} <= indexed
