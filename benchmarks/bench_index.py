@@ -7,7 +7,11 @@ and 100 review notes are written at random timecodes. Every command runs as a ch
 includes process start, its peak RSS comes from os.wait4.
 
     python benchmarks/bench_index.py [--minutes 60] [--take-hours 3] [--workdir /tmp/ws-bench-index]
-                                     [--aof /tmp/aofenv/bin/audio-offset-finder] [--skip-cold]
+                                     [--aof /tmp/aofenv/bin/audio-offset-finder] [--ffmpeg BIN] [--full-rate]
+
+The peer lives in its own venv (it pins an old numpy) and calls ffmpeg from PATH:
+    python3 -m venv /tmp/aofenv && /tmp/aofenv/bin/pip install audio-offset-finder imageio-ffmpeg
+    --ffmpeg "$(/tmp/aofenv/bin/python -c 'import imageio_ffmpeg as f; print(f.get_ffmpeg_exe())')"
 
 Prints one line per measurement and a summary table; --json FILE writes the figures too. The material is
 kept in --workdir and reused when it is already there (delete it to regenerate).
@@ -125,10 +129,10 @@ def _tc(seconds: float, fps: int = 24) -> str:
     return f"{f // (3600 * fps):02d}:{f // (60 * fps) % 60:02d}:{f // fps % 60:02d}:{f % fps:02d}"
 
 
-def run(cmd: list[str], label: str) -> dict:
+def run(cmd: list[str], label: str, env: dict | None = None) -> dict:
     """Run `cmd` as a child; wall seconds and peak RSS (MB) of it and its waited-for children."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     out = proc.stdout.read()
     err = proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -151,14 +155,26 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--aof", default="/tmp/aofenv/bin/audio-offset-finder",
                     help="audio-offset-finder executable (own venv: it pins an old numpy); skipped if absent")
-    ap.add_argument("--skip-cold", action="store_true", help="Skip the full-rate (--no-index) locate.")
+    ap.add_argument("--ffmpeg", default=None,
+                    help="ffmpeg binary for audio-offset-finder when none is on PATH (e.g. imageio-ffmpeg's)")
+    ap.add_argument("--full-rate", action="store_true", help="Also time locate --no-index (full-rate scan).")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    truth = make_material(work, args.minutes, args.take_hours, args.sources, args.seed)
+    if args.generate_only:
+        make_material(work, args.minutes, args.take_hours, args.sources, args.seed)
+        return
+    if not (work / "truth.json").is_file():
+        # In a child: the measured commands are forked from this process, and a forked child's peak RSS
+        # counts the parent's pages until it execs; the generator's buffers would inflate every figure.
+        subprocess.run([sys.executable, __file__, "--generate-only", "--minutes", str(args.minutes),
+                        "--take-hours", str(args.take_hours), "--workdir", str(work), "--sources",
+                        str(args.sources), "--seed", str(args.seed)], check=True)
+    truth = json.loads((work / "truth.json").read_text())
     print(f"material in {work} ({time.perf_counter() - t0:.0f} s): reel {truth['minutes']:g} min x 5 stems, "
           f"{truth['takes']} takes x {truth['take_s']:g} s")
     files = sorted(p for p in work.rglob("*.wav") if p.name not in ("clip.wav",))
@@ -172,8 +188,11 @@ def main() -> None:
 
     res["cat"] = run(["sh", "-c", "cat " + " ".join(str(p) for p in files if p.name != "printmaster.wav")
                       + " > /dev/null"], "cat (stems + takes)")
-    if not args.skip_cold:
-        res["cold"] = run([*ws, "locate", clip, *stems, "--no-index", "--json"], "cold locate (--no-index)")
+    if args.full_rate:
+        res["full"] = run([*ws, "locate", clip, *stems, "--no-index", "--json"], "locate --no-index (full rate)")
+    shutil.rmtree(cache, ignore_errors=True)
+    res["cold"] = run([*ws, "locate", clip, *stems, "--cache", str(cache), "--json"],
+                      "cold locate (empty cache: indexes)")
     shutil.rmtree(cache, ignore_errors=True)
     res["build"] = run([*ws, "index", str(work / "reel"), str(work / "production"), "--cache", str(cache)],
                        "index build (all files)")
@@ -184,8 +203,17 @@ def main() -> None:
                         "--cache", str(cache), "--start-tc", "01:00:00:00", "--fps", "24", "--out", str(report),
                         "--json"], "batch 100 notes (warm)")
     if Path(args.aof).is_file():
+        env = dict(os.environ)
+        if args.ffmpeg:  # audio-offset-finder calls `ffmpeg` from PATH
+            bindir = work / "ffbin"
+            bindir.mkdir(exist_ok=True)
+            link = bindir / "ffmpeg"
+            if not link.exists():
+                link.symlink_to(Path(args.ffmpeg).resolve())
+            env["PATH"] = f"{bindir}{os.pathsep}{env.get('PATH', '')}"
         res["aof"] = run([args.aof, "--find-offset-of", clip, "--within", str(work / "reel" / "R1_DX.wav"),
-                          "--json"], "audio-offset-finder, DX stem only")
+                          "--json"], "audio-offset-finder, DX stem only", env)
+        print(f"  audio-offset-finder says: {res['aof']['stdout'].strip()[-200:]}")
     else:
         print(f"audio-offset-finder not found at {args.aof}: skipped")
 

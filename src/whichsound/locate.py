@@ -204,7 +204,7 @@ def locate(
         idx = None
     if idx is not None:
         info.update(cache=str(idx.dir), rate=idx.rate)
-        built, problems = prepare_index(idx, stems)
+        built, problems = prepare_index(idx, stems, jobs=_build_jobs(stems))
         info["built"] = built
         warnings.extend(problems)
     groups = group_timelines(stems)
@@ -315,6 +315,15 @@ def _open_index(index, warnings: list[str]):
             warnings.append(f"{exc}: searching the stem files at full rate")
             return None
     return _OPEN_INDEXES[folder]
+
+
+def _build_jobs(stems: list[Stem]) -> int:
+    """Worker processes for indexing on first use: all cores when there is much to decimate (process
+    start-up costs about a second), else this process."""
+    import os
+
+    big = sum(s.frames * s.channels for s in stems) > 60 * 48000 * 8  # over ~8 channel-minutes
+    return (os.cpu_count() or 1) if big else 1
 
 
 def prepare_index(index, stems: list[Stem], jobs: int = 1, progress=None) -> tuple[int, list[str]]:
