@@ -279,6 +279,11 @@ def locate(
     winner = max(best_by_group.values(), key=lambda h: h.decomposition.explained)
 
     zcrit = _z_critical(n_lags)
+    if idx is not None and max(p.z for p in winner.peaks) < zcrit:
+        # The 8 kHz scan is blind to what lies above 4 kHz: before calling the winner unaligned, test its
+        # peak where the fit was made, against a full-rate scan of its own files.
+        winner, zcrit = _full_rate_significance(winner, cache, near, n_lags)
+        best_by_group[winner.group] = winner
     matches = _matches(best_by_group, winner)
     matches += _unfitted_matches(scanned_groups(), best_by_group, stems, scans)
     verdict = _verdict(winner, matches, zcrit, min_score)
@@ -653,6 +658,19 @@ def _matches(best_by_group, winner) -> list[Match]:
     in_winner = {id(s) for s in winner.stems}
     out.sort(key=lambda m: (id(m.stem) in in_winner, m.share or 0.0, m.score), reverse=True)
     return out
+
+
+def _full_rate_significance(h: Hypothesis, cache: _ClipCache, near, n_lags: int) -> tuple[Hypothesis, float]:
+    """The hypothesis with its peaks' z from full-rate scans of its stems, and the critical z for as many
+    lags at full rate as the coarse search covered."""
+    from dataclasses import replace
+
+    got, failed = _scan_all(list(h.stems), cache, h.speed, near, None)
+    if failed:
+        return h, _z_critical(n_lags)
+    peaks = tuple(replace(p, z=max(c.z_of(c.value_near(h.lag)) for c in got[j])) for j, p in enumerate(h.peaks))
+    scale = h.stems[0].samplerate / 8000
+    return replace(h, peaks=peaks), _z_critical(int(n_lags * max(scale, 1.0)))
 
 
 def _unfitted_matches(groups: dict, fitted: dict, stems: list[Stem], scans) -> list[Match]:
