@@ -105,13 +105,16 @@ def locate(ctx, clip, roots, as_json, top, min_score, at, band, stream, start_tc
     The coarse search reads the analysis index (see `whichsound index`): stems not in it yet are indexed
     first, which takes a while once per file; candidates are then refined at full rate.
     """
+    import os
+
     from whichsound.locate import locate as run_locate
     from whichsound.report import dumps, locate_json, render_locate
     from whichsound.stems import apply_clock_defaults, discover
 
     found = apply_clock_defaults(discover(list(roots)), start_tc=start_tc, fps=fps)
     result = run_locate(clip, list(roots), at=at, band=_parse_band(band), min_score=min_score, stream=stream,
-                        discovery=found, index=None if no_index else (cache_dir or "auto"))
+                        discovery=found, index=None if no_index else (cache_dir or "auto"),
+                        build_jobs=os.cpu_count() or 1)
     if as_json:
         click.echo(dumps(locate_json(result)))
     else:

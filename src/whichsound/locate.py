@@ -157,6 +157,7 @@ def locate(
     rescan_speeds: tuple[float, ...] = RESCAN_SPEEDS,
     index="auto",
     speed_known: bool = False,
+    build_jobs: int = 1,
 ) -> LocateResult:
     """Find which stem under `roots` holds the clip's sound, where, at what speed, and how sure that is.
 
@@ -170,6 +171,8 @@ def locate(
     stale are built first); "auto" opens the per-user cache ($WHICHSOUND_CACHE to move it); None scans
     the stem files at full rate. Either way the candidates are refined and fitted at full rate.
     `speed_known`: the clip runs at the stems' speed (a window cut from the mix): no speed estimation.
+    `build_jobs` > 1 indexes missing files in worker processes (spawned: the caller's main module must be
+    import-safe, as the command line's is).
     Timelines whose coarse peak is not significant are not fitted (unless none is).
     """
     if clip is None:
@@ -204,7 +207,7 @@ def locate(
         idx = None
     if idx is not None:
         info.update(cache=str(idx.dir), rate=idx.rate)
-        built, problems = prepare_index(idx, stems, jobs=_build_jobs(stems))
+        built, problems = prepare_index(idx, stems, jobs=min(build_jobs, _build_jobs(stems)))
         info["built"] = built
         warnings.extend(problems)
     groups = group_timelines(stems)
@@ -328,7 +331,7 @@ def _build_jobs(stems: list[Stem]) -> int:
     import os
 
     big = sum(s.frames * s.channels for s in stems) > 60 * 48000 * 8  # over ~8 channel-minutes
-    return (os.cpu_count() or 1) if big else 1
+    return (os.cpu_count() or 1) if big else 1  # capped by the caller's build_jobs
 
 
 def prepare_index(index, stems: list[Stem], jobs: int = 1, progress=None) -> tuple[int, list[str]]:
