@@ -261,8 +261,9 @@ def scan_file(
 
             def fill(out: np.ndarray, lo: int, hi: int) -> None:
                 f.seek(lo)
-                f.read(hi - lo, dtype="float32", always_2d=True, out=out)
-                _zero_non_finite(out)
+                got = f.read(hi - lo, dtype="float32", always_2d=True)
+                _zero_non_finite(got)
+                out[:, : got.shape[0]] = got.T
 
             return _scan(fill, tmpl, frames, channels, hop, lag_range, 1.0)
     except AudioReadError:
@@ -287,14 +288,15 @@ def scan_array(
     channels, frames = int(data.shape[0]), int(data.shape[1])
 
     def fill(out: np.ndarray, lo: int, hi: int) -> None:
-        out[:] = np.asarray(data[:, lo:hi], dtype=np.float32).T
+        out[:] = data[:, lo:hi]
         _zero_non_finite(out)
 
     return _scan(fill, tmpl, frames, channels, hop, lag_range, scale)
 
 
 def _scan(fill, tmpl: Template, frames: int, channels: int, hop: int, lag_range, scale: float) -> list[ChannelScan]:
-    """Overlap-save whitened NCC of `tmpl` against a source read by `fill(out, lo, hi)`, max-pooled per hop."""
+    """Overlap-save whitened NCC of `tmpl` against a source read by `fill(out, lo, hi)` into a channel-major
+    (channels, hi - lo) slice, max-pooled per hop. Channel-major keeps every per-bin reduction contiguous."""
     from scipy import fft
 
     L, M = tmpl.length, tmpl.taps
@@ -309,57 +311,59 @@ def _scan(fill, tmpl: Template, frames: int, channels: int, hop: int, lag_range,
     nbins = (lag_end - lag0 + hop - 1) // hop
     scans = [ChannelScan(ch, lag0, hop, np.full(nbins, -1.0, dtype=np.float32), scale=scale)
              for ch in range(channels)]
-    conj = tmpl.conj_spectrum(n)[:, None]
-    filt = tmpl.filter_spectrum(n)[:, None]
+    conj = tmpl.conj_spectrum(n)[None, :]
+    filt = tmpl.filter_spectrum(n)[None, :]
     q0 = M - 1
     span, frac = divmod(Lt, hop)
-    buf = np.zeros((n, channels), dtype=np.float32)
+    quarter = max(1, hop // 4)
+    buf = np.zeros((channels, n), dtype=np.float32)
     v = lag0
     while v < lag_end:
         buf[:] = 0.0
         lo, hi = max(v, 0), min(v + n, frames)
         if hi > lo:
-            fill(buf[lo - v : hi - v], lo, hi)
-        B = fft.rfft(buf, axis=0, workers=-1)
-        c = fft.irfft(B * conj, n, axis=0, workers=-1)
-        y = fft.irfft(B * filt, n, axis=0, workers=-1)
+            fill(buf[:, lo - v : hi - v], lo, hi)
+        B = fft.rfft(buf, axis=-1, workers=-1)
+        c = fft.irfft(B * conj, n, axis=-1, workers=-1)
+        y = fft.irfft(B * filt, n, axis=-1, workers=-1)
         del B
         nb = step // hop
         # Energy of the filtered stem in hop-long chunks from q0, then per bin-centre window sums.
         need = (nb + span + 2) * hop
-        yy = y[q0 : q0 + need]
-        chunks = np.zeros((nb + span + 2, channels))
-        m = yy.shape[0] // hop
-        chunks[:m] = np.einsum("khc,khc->kc", yy[: m * hop].reshape(m, hop, channels),
-                               yy[: m * hop].reshape(m, hop, channels), dtype=np.float64)
-        cs = np.concatenate([np.zeros((1, channels)), np.cumsum(chunks, axis=0)])
+        yy = y[:, q0 : q0 + need]
+        chunks = np.zeros((channels, nb + span + 2))
+        m = yy.shape[1] // hop
+        yr = yy[:, : m * hop].reshape(channels, m, hop)
+        chunks[:, :m] = np.einsum("ckh,ckh->ck", yr, yr, dtype=np.float64)
+        cs = np.concatenate([np.zeros((channels, 1)), np.cumsum(chunks, axis=1)], axis=1)
         k = np.arange(nb + 1)
-        e_edge = cs[k + span] - cs[k] + chunks[np.minimum(k + span, len(chunks) - 1)] * (frac / hop)
-        e = 0.5 * (e_edge[:-1] + e_edge[1:])  # (nb, ch) at bin centres
-        cc = c[q0 : q0 + nb * hop].reshape(nb, hop, channels)
+        e_edge = cs[:, k + span] - cs[:, k] + chunks[:, np.minimum(k + span, chunks.shape[1] - 1)] * (frac / hop)
+        e = 0.5 * (e_edge[:, :-1] + e_edge[:, 1:])  # (ch, nb) at bin centres
+        cc = c[:, q0 : q0 + nb * hop].reshape(channels, nb, hop)
         denom = np.sqrt(np.maximum(e, 0.0) * tmpl.energy)
         ok = e > tmpl.energy * 1e-9 + 1e-20
         inv = np.zeros_like(denom)
         np.divide(1.0, denom, out=inv, where=ok)
-        cmax = np.maximum(cc.max(axis=1), -cc.min(axis=1))  # |NCC|: a polarity flip still aligns
+        cmax = np.maximum(cc.max(axis=2), -cc.min(axis=2))  # |NCC|: a polarity flip still aligns
         pooled = np.clip(cmax * inv, 0.0, 1.0).astype(np.float32)
         # Noise statistics from the first quarter of each bin's lags: as good an estimate of the mean and
         # spread over millions of lags, at a quarter of the memory traffic.
-        sub = cc[:, : max(1, hop // 4), :]
-        s1 = sub.sum(axis=1, dtype=np.float64) * inv
-        s2 = np.einsum("bhc,bhc->bc", sub, sub, dtype=np.float64) * inv**2
-        del c, y
+        sub = cc[:, :, :quarter]
+        s1 = sub.sum(axis=2, dtype=np.float64) * inv
+        s2 = np.einsum("cbh,cbh->cb", sub, sub, dtype=np.float64) * inv**2
+        del y
         kb0 = (v - lag0) // hop
         valid = min(nb, nbins - kb0)
         for ch, s in enumerate(scans):
-            s.pooled[kb0 : kb0 + valid] = pooled[:valid, ch]
-            s.sum_c += float(s1[:valid, ch].sum())
-            s.sum_c2 += float(s2[:valid, ch].sum())
-            s.count += valid * sub.shape[1]
-            i = int(np.argmax(pooled[:valid, ch]))
-            if pooled[i, ch] > s.best:
-                s.best = float(pooled[i, ch])
-                s.best_lag = int(round((v + i * hop + int(np.argmax(np.abs(cc[i, :, ch])))) * scale))
+            s.pooled[kb0 : kb0 + valid] = pooled[ch, :valid]
+            s.sum_c += float(s1[ch, :valid].sum())
+            s.sum_c2 += float(s2[ch, :valid].sum())
+            s.count += valid * quarter
+            i = int(np.argmax(pooled[ch, :valid]))
+            if pooled[ch, i] > s.best:
+                s.best = float(pooled[ch, i])
+                s.best_lag = int(round((v + i * hop + int(np.argmax(np.abs(cc[ch, i])))) * scale))
+        del c
         v += step
     return scans
 
