@@ -186,3 +186,29 @@ def test_decompose_recovers_known_gains_and_residual():
     assert shares[0] == pytest.approx(1.0 / total, abs=0.02)
     assert shares[1] == pytest.approx(0.25 / total, abs=0.02)
     assert resid == pytest.approx(0.49 / total, abs=0.02)
+
+
+def test_at_focus_is_the_pointed_instant_and_widening_it_lets_the_dialogue_win(scene):
+    # The knock, 12 dB under the line over the window, owns its own 10 ms; over +-0.3 s the line outweighs it.
+    start = scene["knock_at"] - int(0.6 * SR)
+    n = int(1.6 * SR)
+    peak = int(np.argmax(np.abs(scene["stems"]["R1_FX.wav"][start : start + n, 0])))
+    clip = _clip(scene, start, n, name="clip_width.wav")
+    narrow = locate(clip, [str(scene["folder"])], at=peak / SR)
+    wide = locate(clip, [str(scene["folder"])], at=peak / SR, focus_s=0.3)
+    assert narrow.verdict.match.stem.rel == "R1_FX.wav"
+    assert wide.verdict.match.stem.rel == "R1_DX.wav"
+    # The reported focus is the pointed instant: within a frame (5.3 ms) of +-10 ms around it.
+    lo, hi = narrow.focus
+    assert peak / SR - 0.016 <= lo <= peak / SR <= hi <= peak / SR + 0.016
+
+
+def test_focus_weights_at_keeps_the_frames_within_the_width():
+    from whichsound.attribute import focus_weights
+
+    times = np.arange(200) * 0.005
+    w = focus_weights(times, np.ones(200), 1.0, at=0.5, at_width_s=0.012)
+    assert set(np.round(times[w > 0], 3)) == {0.49, 0.495, 0.5, 0.505, 0.51}
+    # A width under the frame step still keeps the nearest frame.
+    w = focus_weights(times, np.ones(200), 1.0, at=0.5012, at_width_s=0.0)
+    assert np.flatnonzero(w).tolist() == [100]

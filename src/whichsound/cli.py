@@ -89,6 +89,8 @@ def _parse_band(value: str | None) -> tuple[float, float] | None:
               help="Lowest NCC (0-1) a match may have; default: significance over the search only.")
 @click.option("--at", "at", type=float, default=None, metavar="SECONDS",
               help="Attribute only the sound around this instant of the clip (seconds).")
+@click.option("--at-width", "at_width", type=click.FloatRange(min=0.0), default=0.01, show_default=True,
+              metavar="SECONDS", help="How far either side of --at counts (widen it when the instant is rough).")
 @click.option("--band", default=None, metavar="LO-HI", help="Attribute only this band (Hz), e.g. 40-120.")
 @click.option("--stream", type=int, default=None, help="Audio stream of a media container (0-based).")
 @click.option("--start-tc", default=None, metavar="TC",
@@ -99,7 +101,8 @@ def _parse_band(value: str | None) -> tuple[float, float] | None:
               help="Analysis index folder (default: the per-user cache, or $WHICHSOUND_CACHE).")
 @click.option("--no-index", is_flag=True, help="Scan the stem files at full rate; neither read nor build the index.")
 @click.pass_context
-def locate(ctx, clip, roots, as_json, top, min_score, at, band, stream, start_tc, fps, cache_dir, no_index):
+def locate(ctx, clip, roots, as_json, top, min_score, at, at_width, band, stream, start_tc, fps, cache_dir,
+           no_index):
     """Find which stem CLIP comes from, where, and how sure that is.
 
     The coarse search reads the analysis index (see `whichsound index`): stems not in it yet are indexed
@@ -112,7 +115,8 @@ def locate(ctx, clip, roots, as_json, top, min_score, at, band, stream, start_tc
     from whichsound.stems import apply_clock_defaults, discover
 
     found = apply_clock_defaults(discover(list(roots)), start_tc=start_tc, fps=fps)
-    result = run_locate(clip, list(roots), at=at, band=_parse_band(band), min_score=min_score, stream=stream,
+    result = run_locate(clip, list(roots), at=at, focus_s=at_width, band=_parse_band(band), min_score=min_score,
+                        stream=stream,
                         discovery=found, index=None if no_index else (cache_dir or "auto"),
                         build_jobs=os.cpu_count() or 1)
     if as_json:

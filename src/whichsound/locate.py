@@ -34,8 +34,8 @@ from whichsound.stems import ROLE_NAMES, Discovery, Stem, discover, group_timeli
 
 __all__ = ["DEFAULT_FOCUS_S", "Hypothesis", "LocateResult", "locate", "prepare_index"]
 
-#: Most (seconds) the attribution window reaches either side of --at.
-DEFAULT_FOCUS_S = 0.2
+#: How far (seconds) the attribution reaches either side of --at: the pointed instant's own frames.
+DEFAULT_FOCUS_S = 0.01
 #: Handles: a questioned clip is cut with some air around the noise; up to this much (s) at each end, and
 #: at most a quarter of the clip, counts as handle and not as the noise.
 HANDLE_S = 0.25
@@ -193,7 +193,7 @@ def locate(
         )
     if at is not None and not 0 <= at <= clip.duration_s:
         raise InputError(f"--at {at:g} s lies outside the clip (0 to {clip.duration_s:.3f} s)")
-    focus = {"at": at, "handle_s": HANDLE_S, "at_max_s": focus_s}
+    focus = {"at": at, "handle_s": HANDLE_S, "at_width_s": focus_s}
     cache = _ClipCache(clip)
     idx = _open_index(index, warnings)
     info = {"cache": None, "rate": None, "built": 0, "fallback": None if index is not None else "not asked for"}
