@@ -188,26 +188,60 @@ def decompose(
     comp_e = np.zeros((F, n_src))
     resid_e = np.zeros(F)
     total_e = np.zeros(F)
+    live_bin = _live_bins(X)
+    fits = []
     for lo, hi in band_edges(nb):
-        a = A[:, lo:hi, :].reshape(-1, K)  # equations x regressors
-        y = X[:, lo:hi, :].reshape(-1, X.shape[2])
+        lv = live_bin[lo:hi]
+        if not lv.any():
+            fits.append((lo, hi, None))
+            continue
+        a = A[:, lo:hi, :][:, lv, :].reshape(-1, K)  # equations x regressors, over the bins the clip kept
+        y = X[:, lo:hi, :][:, lv, :].reshape(-1, X.shape[2])
         gram = a.conj().T @ a
         ridge = 1e-6 * float(np.real(np.trace(gram))) / K + 1e-12
-        g = np.linalg.solve(gram + ridge * np.eye(K), a.conj().T @ y)  # (K, cc)
-        keep = bmask[lo:hi]
-        if not keep.any():
-            continue
-        a_b = A[:, lo:hi, :][:, keep, :]  # (F, nbk, K)
-        y_b = X[:, lo:hi, :][:, keep, :]  # (F, nbk, cc)
-        fit_total = np.zeros_like(y_b)
-        for i in range(n_src):
-            sel = owner == i
-            part = np.einsum("fbk,kc->fbc", a_b[:, :, sel], g[sel])
-            fit_total += part
-            comp_e[:, i] += np.sum(np.abs(part) ** 2, axis=(1, 2))
-        resid_e += np.sum(np.abs(y_b - fit_total) ** 2, axis=(1, 2))
-        total_e += np.sum(np.abs(y_b) ** 2, axis=(1, 2))
+        fits.append((lo, hi, np.linalg.solve(gram + ridge * np.eye(K), a.conj().T @ y)))  # (K, cc)
+    # Lost bands borrow gains from the nearest band the clip kept whole: a band straddling the cut-off is
+    # attenuated near it (the codec's roll-off), its gains too low.
+    whole = [j for j, (lo, hi, g) in enumerate(fits) if g is not None and live_bin[lo:hi].all()]
+    fitted = whole or [j for j, f in enumerate(fits) if f[2] is not None]
+    for j, (lo, hi, g) in enumerate(fits):
+        if g is None:
+            # A band the clip lost (a codec's or a phone's cut-off): the stems are heard there in the mix
+            # all the same, at about the gains of the nearest band the clip kept.
+            g = fits[min(fitted, key=lambda i: (abs(i - j), i))][2]
+        for lost in (False, True):
+            keep = bmask[lo:hi] & (live_bin[lo:hi] != lost)
+            if not keep.any():
+                continue
+            a_b = A[:, lo:hi, :][:, keep, :]  # (F, nbk, K)
+            fit_total = np.zeros((F, int(keep.sum()), X.shape[2]), dtype=np.complex64)
+            for i in range(n_src):
+                sel = owner == i
+                part = np.einsum("fbk,kc->fbc", a_b[:, :, sel], g[sel])
+                fit_total += part
+                comp_e[:, i] += np.sum(np.abs(part) ** 2, axis=(1, 2))
+            if lost:
+                total_e += np.sum(np.abs(fit_total) ** 2, axis=(1, 2))
+            else:
+                y_b = X[:, lo:hi, :][:, keep, :]  # (F, nbk, cc)
+                resid_e += np.sum(np.abs(y_b - fit_total) ** 2, axis=(1, 2))
+                total_e += np.sum(np.abs(y_b) ** 2, axis=(1, 2))
     return Decomposition(t_frames, comp_e, resid_e, total_e, np.ones(F))
+
+
+#: A frequency bin whose mean power in the clip is this far (dB) under the clip's strongest bin was cut by
+#: the clip's path (codec low-pass, phone band), not by the mix. None: every bin counts as kept.
+DEAD_BAND_DB: float | None = 50.0
+
+
+def _live_bins(X: np.ndarray) -> np.ndarray:
+    """Which STFT bins the clip kept: mean power within DEAD_BAND_DB of its strongest bin (DC aside)."""
+    p = np.mean(np.abs(X) ** 2, axis=(0, 2))
+    if DEAD_BAND_DB is None or p.size < 2 or p[1:].max() <= 0:
+        return np.ones(p.shape[0], dtype=bool)
+    live = p >= p[1:].max() * 10 ** (-DEAD_BAND_DB / 10)
+    live[0] = True  # DC is never fitted (band_edges starts at bin 1)
+    return live
 
 
 def focus_weights(
