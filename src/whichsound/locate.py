@@ -290,6 +290,17 @@ def locate(
     matches = _matches(best_by_group, winner)
     matches += _unfitted_matches(scanned_groups(), best_by_group, stems, scans)
     verdict = _verdict(winner, matches, zcrit, min_score)
+    ev = verdict.evidence or {}
+    if idx is not None and ev.get("z", 0.0) < ev.get("z_critical", 0.0):
+        # Nothing significant at 8 kHz: a sound weak in its stem loses more to the narrower band (its
+        # peak's z falls with the square root of the bandwidth) than the full-rate search would.
+        again = locate(clip_path, roots, at=at, band=band, focus_s=focus_s, min_score=min_score, stream=stream,
+                       discovery=discovery, clip=clip, near=near, rescan_speeds=rescan_speeds, index=None,
+                       speed_known=speed_known)
+        again.index = {**info, "fallback": f"nothing significant in the {idx.rate} Hz index: searched again "
+                                           "at full rate"}
+        again.warnings = warnings + [w for w in again.warnings if w not in warnings]
+        return again
     if verdict.match is not None and verdict.match.stem.role == "DX":
         verdict = _with_production(verdict, best_by_group, zcrit, any(stems[i].role == "PROD" for i in scans))
     timeline = [
