@@ -241,24 +241,3 @@ def test_bands_the_clip_lost_count_at_the_stems_level_in_the_mix(monkeypatch):
     clip_only = decompose(clip[:, None], regs, SR).shares
     assert clip_only[1] < truth - 0.2  # what the clip alone shows: the hiss mostly gone
 
-
-def test_mono_fold_down_of_a_stereo_mix_keeps_the_mix_shares(monkeypatch):
-    # A mono dialogue stem centred at -3 dB per side and a wide stereo music stem (decorrelated sides) of
-    # equal energy in the stereo mix; the questioned copy is the mono fold-down (L+R)/2, where the
-    # centred dialogue adds in phase and comes out 3 dB above the music. The mix holds them half and half.
-    rng = np.random.default_rng(4)
-    n = 2 * SR
-    dx = _fit(speech("sense_and_sensibility_01_austen_64kb-0880"), n)
-    mx = rng.standard_normal((n, 2)).astype(np.float32)
-    mix_dx = np.stack([dx, dx], axis=1) * 10 ** (-3 / 20)
-    mx *= np.sqrt(np.sum(mix_dx.astype(np.float64) ** 2) / np.sum(mx.astype(np.float64) ** 2))
-    mix = mix_dx + mx
-    clip = (0.5 * (mix[:, 0] + mix[:, 1]))[:, None]
-    shares = decompose(clip, [dx[:, None], mx], SR).shares
-    # Tolerance 0.05: the only approximation is the STFT's frame energies (the sums are exact otherwise).
-    assert shares[0] == pytest.approx(0.5, abs=0.05) and shares[1] == pytest.approx(0.5, abs=0.05)
-    # The same clip as a two-channel copy (both sides the fold-down) is not a fold of these stems' mix
-    # as far as decompose can tell: it measures the clip, where the dialogue weighs about twice the music.
-    stereo_copy = np.repeat(clip, 2, axis=1)
-    measured = decompose(stereo_copy, [dx[:, None], mx], SR).shares
-    assert measured[0] == pytest.approx(2 / 3, abs=0.05)

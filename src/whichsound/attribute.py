@@ -189,10 +189,6 @@ def decompose(
     resid_e = np.zeros(F)
     total_e = np.zeros(F)
     live_bin = _live_bins(X)
-    # A mono clip of stems with more channels is a fold-down of a stereo (or wider) mix: folding adds the
-    # channels of centred sounds in phase (+3 dB against decorrelated ones), so shares are taken per stem
-    # channel, as the mix carried them (measured on the clip alone, the centred dialogue would gain).
-    fold = X.shape[2] == 1 and max(s.shape[2] for s in S) > 1
     fits = []
     for lo, hi in band_edges(nb):
         lv = live_bin[lo:hi]
@@ -223,24 +219,13 @@ def decompose(
                 sel = owner == i
                 part = np.einsum("fbk,kc->fbc", a_b[:, :, sel], g[sel])
                 fit_total += part
-                if fold:
-                    # Each stem channel's own energy (what it weighs in the stereo mix), not that of the
-                    # channels' sum; a mono stem sat centred in both channels at -3 dB: half its sum's.
-                    chans = a_b[:, :, sel] * g[sel][:, 0][None, None, :]
-                    e = np.sum(np.abs(chans) ** 2, axis=(1, 2))
-                    comp_e[:, i] += e if sel.sum() > 1 else 0.5 * e
-                else:
-                    comp_e[:, i] += np.sum(np.abs(part) ** 2, axis=(1, 2))
+                comp_e[:, i] += np.sum(np.abs(part) ** 2, axis=(1, 2))
             if lost:
                 total_e += np.sum(np.abs(fit_total) ** 2, axis=(1, 2))
             else:
                 y_b = X[:, lo:hi, :][:, keep, :]  # (F, nbk, cc)
                 resid_e += np.sum(np.abs(y_b - fit_total) ** 2, axis=(1, 2))
                 total_e += np.sum(np.abs(y_b) ** 2, axis=(1, 2))
-    if fold:
-        # What no stem explains is taken as centred too (a noise in the print, the room): half its energy.
-        resid_e *= 0.5
-        total_e = comp_e.sum(axis=1) + resid_e
     return Decomposition(t_frames, comp_e, resid_e, total_e, np.ones(F))
 
 
