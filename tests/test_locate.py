@@ -272,3 +272,19 @@ def test_missing_clip_is_an_audio_read_error(reel, tmp_path):
     with pytest.raises(AudioReadError, match="not found") as err:
         locate(tmp_path / "gone.wav", roots(reel))
     assert err.value.path == tmp_path / "gone.wav"
+
+
+def test_only_the_strongest_takes_are_fitted():
+    # Six takes all correlate (a scene's takes repeat its lines): only the MAX_TAKE_FITS strongest are
+    # fitted; the stems' timeline always is.
+    from whichsound.align import ChannelScan
+    from whichsound.locate import MAX_TAKE_FITS, _significant_groups
+
+    def scan(best: float) -> list[ChannelScan]:  # noise mean 0, spread 0.01: z = best / 0.01
+        return [ChannelScan(0, 0, 16, np.array([best], np.float32), sum_c=0.0, sum_c2=0.1, count=1000, best=best)]
+
+    groups = {("stems", 48000, 1): [0], **{("take", f"T{i}"): [i + 1] for i in range(6)}}
+    scans = {0: scan(0.5), **{i + 1: scan(0.1 + 0.05 * i) for i in range(6)}}
+    got = _significant_groups(groups, scans, 5.0)
+    assert ("stems", 48000, 1) in got
+    assert {k for k in got if k[0] == "take"} == {("take", f"T{i}") for i in range(6 - MAX_TAKE_FITS, 6)}

@@ -51,6 +51,8 @@ RESCAN_BELOW = 0.5
 NONE_EXCESS = 0.2
 NONE_RATIO = 0.5
 NONE_DOMINANCE = 10.0
+#: Production takes fitted per search at most (the strongest by coarse peak); the others are listed unfitted.
+MAX_TAKE_FITS = 4
 #: Candidate lags whose joint (summed squared NCC) peak is under this fraction of the best are not fitted.
 CANDIDATE_FLOOR = 0.25
 
@@ -472,8 +474,11 @@ def _significant_groups(groups: dict, scans: dict[int, list[ChannelScan]], zc: f
     def zmax(members) -> float:
         return max(s.z_of(s.best) for m in members for s in scans[m])
 
-    keep = {k: v for k, v in groups.items() if zmax(v) >= zc}
-    return keep or groups
+    z = {k: zmax(v) for k, v in groups.items()}
+    keep = {k: v for k, v in groups.items() if z[k] >= zc} or groups
+    # The takes of one scene repeat its lines, so many correlate; the few strongest are the candidates.
+    takes = sorted((k for k in keep if k and k[0] == "take"), key=lambda k: -z[k])
+    return {k: v for k, v in keep.items() if k not in set(takes[MAX_TAKE_FITS:])}
 
 
 _FEATURES: dict[tuple, np.ndarray] = {}
