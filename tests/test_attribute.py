@@ -207,10 +207,10 @@ def test_focus_weights_at_keeps_the_frames_within_the_width():
     from whichsound.attribute import focus_weights
 
     times = np.arange(200) * 0.005
-    w = focus_weights(times, np.ones(200), 1.0, at=0.5, at_width_s=0.012)
+    w = focus_weights(times, 1.0, at=0.5, at_width_s=0.012)
     assert set(np.round(times[w > 0], 3)) == {0.49, 0.495, 0.5, 0.505, 0.51}
     # A width under the frame step still keeps the nearest frame.
-    w = focus_weights(times, np.ones(200), 1.0, at=0.5012, at_width_s=0.0)
+    w = focus_weights(times, 1.0, at=0.5012, at_width_s=0.0)
     assert np.flatnonzero(w).tolist() == [100]
 
 

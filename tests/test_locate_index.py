@@ -107,3 +107,25 @@ def test_batch_indexes_the_stems_once_before_the_notes(tmp_path):
     with Index(cache) as idx:
         indexed = {e.source for e in idx.entries()}
     assert {p.resolve() for p in (SCENE / "stems").iterdir()} <= indexed
+
+
+def test_timeline_features_streamed_block_by_block_equal_the_whole(tmp_path, monkeypatch):
+    # The speed search's features of a timeline are made from its 8 kHz copies a block at a time; with a
+    # block of 0.8 s the fixture's stems take many blocks, and the seams must not show.
+    import whichsound.locate as loc
+    from whichsound.align import envelope_features
+    from whichsound.stems import discover, group_timelines
+
+    stems = [s for s in discover([str(SCENE / "stems")]).stems]
+    members = next(iter(group_timelines(stems).values()))
+    idx = Index(tmp_path / "c")
+    monkeypatch.setattr(loc, "_FEATURE_BLOCK", 80 * 80)
+    loc._FEATURES.clear()
+    streamed = loc._timeline_features(idx, members, stems)
+    arrays = [idx.ensure(stems[m].path).load() for m in members]
+    n = min(a.shape[1] for a in arrays)
+    whole = envelope_features(sum(np.asarray(a[:, :n], dtype=np.float32).sum(axis=0) for a in arrays))
+    loc._FEATURES.clear()
+    assert streamed.shape == whole.shape
+    # float32 band sums of the same frames in another order: equal to 1e-4 in log-energy steps.
+    np.testing.assert_allclose(streamed, whole, rtol=0, atol=1e-4)

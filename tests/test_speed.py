@@ -92,9 +92,9 @@ def test_speed_search_on_envelopes_finds_an_arbitrary_speed_and_position():
     x = mono[start : start + 4 * sr]
     speed = 1.023
     y = resample(x, sr, sr / speed)  # played 2.3 % fast
-    (found, frame, score), = speed_search(y, sr, [ref])
+    (found, where_s, score), = speed_search(y, sr, [ref])
     # Tolerance: the grid moves the clip's end by a quarter 10-ms frame (0.06 % for 4 s); the parabola
-    # does better, 0.1 % leaves room. The position is in 10-ms frames: within one frame.
+    # does better, 0.1 % leaves room. The position comes in 10-ms frames: within one frame.
     assert found == pytest.approx(speed, abs=1e-3)
-    assert abs(frame - 7.3 * 100) <= 1
+    assert where_s == pytest.approx(7.3, abs=0.0101)
     assert score > 0.5

@@ -492,31 +492,46 @@ def refine_speed(
 
 
 #: Envelope features for the speed search: analysis rate (Hz), frame hop (samples at that rate), FFT size.
-_ENV_RATE, _ENV_HOP, _ENV_NFFT = 8000, 80, 256
+ENV_RATE, _ENV_HOP, _ENV_NFFT = 8000, 80, 256
+#: Seconds per envelope frame.
+ENV_FRAME_S = _ENV_HOP / ENV_RATE
 
 
-def envelope_features(x: np.ndarray) -> np.ndarray:
-    """(frames, bands) features of a mono signal at 8 kHz: the frame-to-frame change of log energy in 8
-    log-spaced bands (100-3800 Hz), 10 ms hop. A speed change of a few percent barely moves them, so they
-    correlate where a whitened waveform correlation would not survive the stretch."""
+def band_energies(x: np.ndarray) -> np.ndarray:
+    """(frames, 8) energies of a mono 8 kHz signal in 8 log-spaced bands (100-3800 Hz), 10 ms hop.
+
+    Frame k covers x[80k : 80k + 256]; a long signal can be done in pieces that start on a multiple of 80
+    samples and overlap by 176, their frames concatenated (see envelope_from_energies)."""
     from numpy.lib.stride_tricks import sliding_window_view
     from scipy import fft
 
     x = np.asarray(x, dtype=np.float32)
     if len(x) < _ENV_NFFT:
         x = np.pad(x, (0, _ENV_NFFT - len(x)))
-    edges = np.unique(np.round(np.geomspace(100, 3800, 9) * _ENV_NFFT / _ENV_RATE).astype(int))
+    edges = np.unique(np.round(np.geomspace(100, 3800, 9) * _ENV_NFFT / ENV_RATE).astype(int))
     win = np.hanning(_ENV_NFFT).astype(np.float32)
-    out = []
     frames = sliding_window_view(x, _ENV_NFFT)[::_ENV_HOP]
-    for k in range(0, len(frames), 8192):  # bounded memory on long references
+    out = [np.zeros((0, len(edges) - 1), np.float32)]
+    for k in range(0, len(frames), 8192):  # bounded memory
         p = np.abs(fft.rfft(frames[k : k + 8192] * win, axis=-1)) ** 2
         cs = np.concatenate([np.zeros((p.shape[0], 1), np.float32), np.cumsum(p, axis=1)], axis=1)
         out.append(cs[:, edges[1:]] - cs[:, edges[:-1]])
-    e = np.concatenate(out) if out else np.zeros((0, len(edges) - 1), np.float32)
-    loge = np.log10(e + 1e-10 + 1e-4 * float(np.mean(e)) if e.size else e)
-    d = np.diff(loge, axis=0, prepend=loge[:1])
-    return d.astype(np.float32)
+    return np.concatenate(out)
+
+
+def envelope_from_energies(e: np.ndarray) -> np.ndarray:
+    """The speed search's features from band_energies(): the frame-to-frame change of log energy (floored
+    40 dB under the mean, so silence does not dominate). A speed change of a few percent barely moves
+    them, so they correlate where a whitened waveform correlation would not survive the stretch."""
+    if len(e) == 0:
+        return e.astype(np.float32)
+    loge = np.log10(e + 1e-10 + 1e-4 * float(np.mean(e)))
+    return np.diff(loge, axis=0, prepend=loge[:1]).astype(np.float32)
+
+
+def envelope_features(x: np.ndarray) -> np.ndarray:
+    """(frames, bands) envelope features of a mono 8 kHz signal (band_energies, then envelope_from_energies)."""
+    return envelope_from_energies(band_energies(x))
 
 
 def speed_search(
@@ -525,34 +540,37 @@ def speed_search(
     references: list[np.ndarray],
     *,
     span: float = 0.05,
-) -> list[tuple[float, int, float]]:
+) -> list[tuple[float, float, float]]:
     """Coarse speed and position of a clip in references, from envelope features over speeds 1 +- `span`.
 
     `references` are envelope_features() of each candidate reference (a timeline's stems summed, a take).
-    Returns, in the order of `references`, (speed, lag in reference frames of 10 ms, normalised score):
-    the speed grid moves the clip's end by a quarter frame (steps of 0.05 % to 0.4 %), then a parabola
-    through the best three refines it.
+    Returns, in the order of `references`, (speed, where the clip's first sample lies in the reference in
+    seconds, normalised score; (1, 0, 0) for a reference too short): the speed grid moves the clip's end
+    by a quarter frame (steps of 0.05 % to 0.4 %), then a parabola through the best three refines it.
     """
     from scipy import fft
 
-    dur_frames = len(x) / clip_sr * _ENV_RATE / _ENV_HOP
+    dur_frames = len(x) / clip_sr / ENV_FRAME_S
     step = float(np.clip(0.25 / max(dur_frames, 1.0), 5e-4, 4e-3))
     speeds = 1.0 + np.arange(-span, span + step / 2, step)
-    max_len = int(np.ceil(dur_frames * (1 + span))) + 2
+    clips = []  # the clip's features at each trial speed, made once for every reference
+    for sp in speeds:
+        c = envelope_features(clip_in_stem_time(x, clip_sr, ENV_RATE, float(sp)))
+        c = c - c.mean(axis=0)
+        clips.append((c, float(np.sum(c.astype(np.float64) ** 2))))
+    max_len = max(len(c) for c, _ in clips)
     out = []
     for ref in references:
-        if len(ref) < 4:
+        if len(ref) <= max_len:
+            out.append((1.0, 0.0, 0.0))
             continue
         n = fft.next_fast_len(len(ref) + max_len, real=True)
         R = fft.rfft(ref, n, axis=0)
         cs = np.concatenate([np.zeros(1), np.cumsum(np.sum(ref.astype(np.float64) ** 2, axis=1))])
         curve = []
-        for s in speeds:
-            c = envelope_features(clip_in_stem_time(x, clip_sr, _ENV_RATE, float(s)))
-            c = c - c.mean(axis=0)
+        for c, ce in clips:
             m = len(c)
-            ce = float(np.sum(c.astype(np.float64) ** 2))
-            if m >= len(ref) or ce <= 0:
+            if ce <= 0:
                 curve.append((0.0, 0))
                 continue
             corr = fft.irfft(R * np.conj(fft.rfft(c, n, axis=0)), n, axis=0).sum(axis=1)[: len(ref) - m + 1]
@@ -568,5 +586,5 @@ def speed_search(
             d = a - 2 * b + c3
             if d < 0:
                 sp += float(np.clip(0.5 * (a - c3) / d, -0.5, 0.5)) * step
-        out.append((sp, curve[i][1], float(vals[i])))
+        out.append((sp, curve[i][1] * ENV_FRAME_S, float(vals[i])))
     return out

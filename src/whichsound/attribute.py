@@ -246,7 +246,6 @@ def _live_bins(X: np.ndarray) -> np.ndarray:
 
 def focus_weights(
     times: np.ndarray,
-    total: np.ndarray,
     duration_s: float,
     *,
     at: float | None = None,
@@ -259,7 +258,7 @@ def focus_weights(
     instant itself. Widening it lets the continuous sounds around a short noise (dialogue, a bed) outweigh
     it; measured on the public bench, +-10 ms beat +-30 ms and the former 6-dB extent up to +-0.2 s on
     three seeds. Without: the clip less its handles, up to `handle_s` s (at most a quarter of the clip) at
-    each end. `total` is kept for callers that weigh by energy (unused by these two rules).
+    each end.
     """
     w = np.zeros(len(times))
     if len(times) == 0:

@@ -707,9 +707,9 @@ def run_batch(
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(tasks) or 1))
     cache_dir = None
     if index is not None and tasks:
-        from whichsound.locate import _open_index, prepare_index
+        from whichsound.locate import open_index, prepare_index
 
-        idx = _open_index(index, warnings)
+        idx = open_index(index, warnings)
         if idx is not None:
             built, problems = prepare_index(idx, list(discovery.stems), jobs=jobs)
             warnings.extend(problems)

@@ -15,11 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from whichsound.align import (
+    ENV_RATE,
     ChannelScan,
     Template,
+    band_energies,
     clip_in_stem_time,
     describe_speed,
-    envelope_features,
+    envelope_from_energies,
     make_template,
     refine_peak,
     refine_speed,
@@ -27,12 +29,12 @@ from whichsound.align import (
     scan_file,
     speed_search,
 )
-from whichsound.attribute import Decomposition, Match, Verdict, decompose, focus_weights
+from whichsound.attribute import Decomposition, Match, Verdict, clip_stft, decompose, focus_weights
 from whichsound.audio import Clip, read_clip, read_segment, to_mono
 from whichsound.errors import ClipError, InputError, WhichsoundError
 from whichsound.stems import ROLE_NAMES, Discovery, Stem, discover, group_timelines, share_clocks
 
-__all__ = ["DEFAULT_FOCUS_S", "Hypothesis", "LocateResult", "locate", "prepare_index"]
+__all__ = ["DEFAULT_FOCUS_S", "Hypothesis", "LocateResult", "locate", "open_index", "prepare_index"]
 
 #: How far (seconds) the attribution reaches either side of --at: the pointed instant's own frames.
 DEFAULT_FOCUS_S = 0.01
@@ -129,8 +131,6 @@ class _ClipCache:
 
     def stft(self, samplerate: int, speed: float = 1.0) -> np.ndarray:
         """The clip's STFT on the stem grid (as attribute.decompose computes it), made once per rate and speed."""
-        from whichsound.attribute import clip_stft
-
         key = ("stft", samplerate, round(speed, 10))
         if key not in self._cache:
             self._cache[key] = clip_stft(self.get(samplerate, speed)[0], samplerate)
@@ -197,7 +197,7 @@ def locate(
         raise InputError(f"--at {at:g} s lies outside the clip (0 to {clip.duration_s:.3f} s)")
     focus = {"at": at, "handle_s": HANDLE_S, "at_width_s": focus_s}
     cache = _ClipCache(clip)
-    idx = _open_index(index, warnings)
+    idx = open_index(index, warnings)
     info = {"cache": None, "rate": None, "built": 0, "fallback": None if index is not None else "not asked for"}
     if index is not None and idx is None:
         info["fallback"] = "index cache unusable"
@@ -258,7 +258,7 @@ def locate(
                 # Before the standard ratios: a continuous search over +-5 % on envelope features.
                 zc = _z_critical(n_lags)
                 hyps.extend(h for h in _speed_searched(scanned_groups(), stems, cache,
-                                                       idx or _open_index(index, []), focus, band, scans)
+                                                       idx or open_index(index, []), focus, band, scans)
                             if max(p.z for p in h.peaks) >= zc)
                 if max(h.decomposition.explained for h in hyps) >= RESCAN_BELOW:
                     break
@@ -287,7 +287,7 @@ def locate(
     if idx is not None and max(p.z for p in winner.peaks) < zcrit:
         # The 8 kHz scan is blind to what lies above 4 kHz: before calling the winner unaligned, test its
         # peak where the fit was made, against a full-rate scan of its own files.
-        winner, zcrit = _full_rate_significance(winner, cache, near, n_lags)
+        winner, zcrit = _full_rate_significance(winner, cache, near, n_lags, idx.rate)
         best_by_group[winner.group] = winner
     matches = _matches(best_by_group, winner)
     matches += _unfitted_matches(scanned_groups(), best_by_group, stems, scans)
@@ -319,7 +319,7 @@ _OPEN_INDEXES: dict[str, object] = {}
 _VALID_ENTRIES: dict[tuple, object] = {}
 
 
-def _open_index(index, warnings: list[str]):
+def open_index(index, warnings: list[str]):
     """The Index to search, or None. "auto" opens the per-user cache, a str/Path that cache folder (one
     Index per folder and process, reused by later calls); an unusable cache is a warning, not an error."""
     if index is None or index is False:
@@ -355,7 +355,13 @@ def prepare_index(index, stems: list[Stem], jobs: int = 1, progress=None) -> tup
     """
     from whichsound.index import CacheError
 
-    missing = [s for s in stems if s.samplerate > index.rate and _entry(index, s, build=False) is None]
+    def lacks(stem: Stem) -> bool:
+        try:
+            return _entry(index, stem, build=False) is None
+        except InputError:
+            return False  # gone since discovery: the scan reports it with the other unreadable stems
+
+    missing = [s for s in stems if s.samplerate > index.rate and lacks(s)]
     if not missing:
         return 0, []
     results = index.build_many([s.path for s in missing], jobs=jobs if len(missing) > 1 else 1, progress=progress)
@@ -434,7 +440,11 @@ def _scan_all(
 def _scan_one(stem: Stem, cache: _ClipCache, speed: float, near, index, warnings) -> list[ChannelScan]:
     from whichsound.index import CacheError
 
-    use_near = near is not None and stem.role != "PROD"
+    near = near if stem.role != "PROD" else None  # takes run on their own clocks
+
+    def lag_range(rate: int) -> tuple[int, int] | None:
+        return None if near is None else (int(math.floor(near[0] * rate)), int(math.ceil(near[1] * rate)))
+
     if index is not None and stem.samplerate > index.rate:
         try:
             data = _entry(index, stem).load()
@@ -442,15 +452,10 @@ def _scan_one(stem: Stem, cache: _ClipCache, speed: float, near, index, warnings
             if warnings is not None:
                 warnings.append(f"{stem.rel}: {exc}; searched at full rate")
         else:
-            rate = index.rate
-            _, tmpl = cache.get(rate, speed)
-            lag_range = (int(math.floor(near[0] * rate)), int(math.ceil(near[1] * rate))) if use_near else None
-            return scan_array(data, tmpl, scale=stem.samplerate / rate, lag_range=lag_range)
+            _, tmpl = cache.get(index.rate, speed)
+            return scan_array(data, tmpl, scale=stem.samplerate / index.rate, lag_range=lag_range(index.rate))
     _, tmpl = cache.get(stem.samplerate, speed)
-    lag_range = None
-    if use_near:
-        lag_range = (int(math.floor(near[0] * stem.samplerate)), int(math.ceil(near[1] * stem.samplerate)))
-    return scan_file(stem.path, tmpl, stem.frames, stem.channels, lag_range=lag_range)
+    return scan_file(stem.path, tmpl, stem.frames, stem.channels, lag_range=lag_range(stem.samplerate))
 
 
 def _needs_takes(hyps: list[Hypothesis]) -> bool:
@@ -482,23 +487,33 @@ def _significant_groups(groups: dict, scans: dict[int, list[ChannelScan]], zc: f
 
 
 _FEATURES: dict[tuple, np.ndarray] = {}
+#: Samples of a timeline's 8 kHz copies summed at a time for its envelope features (a whole number of
+#: the features' 80-sample hops).
+_FEATURE_BLOCK = 80 << 13
 #: Speed-search results closer than this to 1 are left to the speed-1 search and refine_speed.
 SEARCH_MIN_CHANGE = 5e-4
 
 
-def _timeline_features(index, members: list[int], stems: list[Stem]) -> np.ndarray | None:
-    """Envelope features of a timeline's stems summed to mono, from the index (cached per process)."""
+def _timeline_features(index, members: list[int], stems: list[Stem]) -> np.ndarray:
+    """Envelope features of a timeline's stems summed to mono, from the index's copies (which must be at
+    the features' 8 kHz), block by block: memory grows by 32 bytes per 10 ms of timeline. Cached per
+    process."""
     key = (str(index.dir), tuple((str(stems[m].path), stems[m].frames) for m in members))
     if key not in _FEATURES:
-        mono = None
-        for m in members:
-            entry = _entry(index, stems[m])
-            data = entry.load()
-            part = np.zeros(data.shape[1], dtype=np.float32)
-            for lo in range(0, data.shape[1], 1 << 20):
-                part[lo : lo + (1 << 20)] = np.asarray(data[:, lo : lo + (1 << 20)], dtype=np.float32).sum(axis=0)
-            mono = part if mono is None else mono[: len(part)] + part[: len(mono)]
-        _FEATURES[key] = envelope_features(mono)
+        arrays = [_entry(index, stems[m]).load() for m in members]
+        n = min(a.shape[1] for a in arrays)
+        block, overlap = _FEATURE_BLOCK, 256 - 80
+        energies = []
+        for lo in range(0, n, block):
+            hi = min(n, lo + block + overlap)
+            mono = np.zeros(hi - lo, dtype=np.float32)
+            for a in arrays:
+                mono += np.asarray(a[:, lo:hi], dtype=np.float32).sum(axis=0)
+            e = band_energies(mono)
+            energies.append(e if hi == n else e[: block // 80])
+            if hi == n:
+                break
+        _FEATURES[key] = envelope_from_energies(np.concatenate(energies))
     return _FEATURES[key]
 
 
@@ -508,19 +523,19 @@ def _speed_searched(groups, stems, cache, index, focus, band, scans) -> list[Hyp
     Each timeline's best (speed, position) on envelope features is refined from the drift of short
     full-rate alignments (refine_speed) and fitted; needs the index (the features come from its copies).
     """
-    if index is None:
+    if index is None or index.rate != ENV_RATE:
         return []
     keys = [k for k, members in groups.items() if all(stems[m].samplerate > index.rate for m in members)]
     refs = [_timeline_features(index, groups[k], stems) for k in keys]
     found = speed_search(cache.mono, cache.clip.samplerate, refs)
     ranked = sorted(zip(keys, found, strict=True), key=lambda kv: -kv[1][2])[:2]
     out = []
-    for key, (sp, frame, _score) in ranked:
+    for key, (sp, where_s, _score) in ranked:
         if abs(sp - 1.0) < SEARCH_MIN_CHANGE:
             continue
         members = groups[key]
         sr = stems[members[0]].samplerate
-        lag = frame * 80 * sr / index.rate
+        lag = where_s * sr
         sp2, lag2, quality = refine_speed(
             lambda start, n, members=members: _virtual_mix(members, stems, start, n), cache.mono,
             cache.clip.samplerate, sr, lag, speed=sp, radius=int(120 * sr / index.rate),
@@ -641,7 +656,7 @@ def _fit(key, members, stems, scans, cache, lag: float, speed: float, focus, ban
     n = samples.shape[0]
     regs = [_aligned(stems[m], lag, n) for m in members]
     dec = decompose(samples, regs, sr, band=band, clip_stft=cache.stft(sr, speed))
-    dec.weights = focus_weights(dec.times, dec.total, n / sr, **focus)
+    dec.weights = focus_weights(dec.times, n / sr, **focus)
     peaks = []
     for m in members:
         _, t = cache.get(stems[m].samplerate, speed)
@@ -679,16 +694,17 @@ def _matches(best_by_group, winner) -> list[Match]:
     return out
 
 
-def _full_rate_significance(h: Hypothesis, cache: _ClipCache, near, n_lags: int) -> tuple[Hypothesis, float]:
+def _full_rate_significance(h: Hypothesis, cache: _ClipCache, near, n_lags: int,
+                            coarse_rate: int) -> tuple[Hypothesis, float]:
     """The hypothesis with its peaks' z from full-rate scans of its stems, and the critical z for as many
-    lags at full rate as the coarse search covered."""
+    lags at full rate as the coarse search (at `coarse_rate` Hz) covered."""
     from dataclasses import replace
 
     got, failed = _scan_all(list(h.stems), cache, h.speed, near, None)
     if failed:
         return h, _z_critical(n_lags)
     peaks = tuple(replace(p, z=max(c.z_of(c.value_near(h.lag)) for c in got[j])) for j, p in enumerate(h.peaks))
-    scale = h.stems[0].samplerate / 8000
+    scale = h.stems[0].samplerate / coarse_rate
     return replace(h, peaks=peaks), _z_critical(int(n_lags * max(scale, 1.0)))
 
 
@@ -798,9 +814,9 @@ def _with_production(verdict: Verdict, best_by_group: dict, zcrit: float, search
     from dataclasses import replace
 
 
-    takes = [h for h in best_by_group.values() if len(h.stems) == 1 and h.stems[0].role == "PROD"]
     if not searched_takes:
         return verdict
+    takes = [h for h in best_by_group.values() if len(h.stems) == 1 and h.stems[0].role == "PROD"]
     dx_share = verdict.match.share or 0.0
     best = max(takes, key=lambda h: h.decomposition.shares.get(0, 0.0)) if takes else None
     share = best.decomposition.shares.get(0, 0.0) if best else 0.0
