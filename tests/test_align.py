@@ -205,3 +205,30 @@ def test_scan_file_on_a_corrupt_file_names_it(stem, tmp_path):
     with pytest.raises(AudioReadError) as err:
         scan_file(bad, tmpl, 480_000, 1)
     assert err.value.path == bad
+
+
+def test_scans_of_windows_merge_into_the_whole_scans_values_there():
+    # Scanning two windows and merging them gives, inside each window, the bins a scan of the whole array
+    # gives, 0 between them, the pooled noise statistics and the better peak.
+    from whichsound.align import merge_scans, scan_array
+
+    rng = np.random.default_rng(2)
+    x = speech(R1_SPEECH[0])[: 3 * SR]
+    x8 = resample(x, SR, 8000)
+    data = (0.02 * rng.standard_normal((2, 80000))).astype(np.float32)
+    data[0, 50000 : 50000 + len(x8)] += x8
+    tmpl = make_template(x8[8000:16000], 8000)  # one second of the line: it sits at lag 58000
+    whole = scan_array(data, tmpl, scale=6.0)
+    a = scan_array(data, tmpl, scale=6.0, lag_range=(16000, 20000))
+    b = scan_array(data, tmpl, scale=6.0, lag_range=(56000, 60000))
+    merged = merge_scans([a[0], b[0]])
+    assert merged.lag0 == 16000 and merged.best == b[0].best and merged.best_lag == b[0].best_lag
+    assert merged.best_lag == pytest.approx(58000 * 6, abs=6)  # within one 8 kHz sample, in stem samples
+    for part in (a[0], b[0]):
+        k = (part.lag0 - whole[0].lag0) // 16
+        m = (part.lag0 - merged.lag0) // 16
+        # the same correlation, computed in other FFT blocks: equal to float32 rounding
+        np.testing.assert_allclose(merged.pooled[m : m + len(part.pooled)],
+                                   whole[0].pooled[k : k + len(part.pooled)], atol=1e-5)
+    assert not merged.pooled[(20000 - 16000) // 16 + 1 : (56000 - 16000) // 16].any()
+    assert merged.count == a[0].count + b[0].count and merged.sum_c2 == a[0].sum_c2 + b[0].sum_c2

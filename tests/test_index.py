@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import time
 import sqlite3
 import sys
 
@@ -16,6 +17,7 @@ from conftest import SR, load_sound, read_back, write_wav
 from whichsound.errors import AudioReadError, WhichsoundError
 from whichsound.index import (
     CATALOG,
+    ENV_SUFFIX,
     FORMAT_VERSION,
     TMP_PREFIX,
     CacheError,
@@ -61,7 +63,8 @@ def index(tmp_path):
 
 
 def array_files(index: Index) -> list[str]:
-    return sorted(p.name for p in index.arrays_dir.iterdir())
+    """The decimated arrays in the cache (not their envelope sidecars)."""
+    return sorted(p.name for p in index.arrays_dir.iterdir() if not p.name.endswith(ENV_SUFFIX))
 
 
 # -- build, get, data ------------------------------------------------------------------------------------
@@ -132,7 +135,11 @@ def test_other_analysis_rate_is_a_separate_entry(tmp_path, stem):
         ea, eb = a.ensure(stem), b.ensure(stem)
         assert ea.analysis_frames == 24000 and eb.analysis_frames == 12000
         assert a.get(stem) == ea and b.get(stem) == eb
-        assert len(os.listdir(a.arrays_dir)) == 2
+        assert len(array_files(a)) == 2
+        # envelope features are defined at 8 kHz: only that entry has them
+        assert ea.env_frames == 1 + (24000 - 256) // 80  # 10 ms hops of 32 ms frames inside the copy
+        assert ea.load_energies().shape == (ea.env_frames, 8)
+        assert eb.env_frames == 0 and eb.load_energies() is None
 
 
 def test_unreadable_audio_raises_audio_read_error_and_stores_nothing(tmp_path, index):
@@ -319,7 +326,7 @@ def test_identical_files_share_one_array_and_remove_keeps_it_until_unused(tmp_pa
 def test_prune_drops_rows_of_missing_sources_orphans_and_stale_temp_files(tmp_path, index, stem):
     other = write_wav(tmp_path / "src" / "BG.wav", noise(1.0, seed=5))
     keep, gone = index.build(stem), index.build(other)
-    gone_bytes = gone.array_path.stat().st_size
+    gone_bytes = gone.array_path.stat().st_size + gone.env_path.stat().st_size
     other.unlink()
     orphan = index.arrays_dir / ("0" * 32 + ".npy")
     orphan.write_bytes(b"x" * 1000)
@@ -330,9 +337,10 @@ def test_prune_drops_rows_of_missing_sources_orphans_and_stale_temp_files(tmp_pa
     fresh.write_bytes(b"z")
     pruned = index.prune()
     assert pruned.entries == 1
-    assert pruned.files == 3  # the gone source's array, the orphan, the stale temp file
+    assert pruned.files == 4  # the gone source's array and envelope, the orphan, the stale temp file
     assert pruned.bytes == gone_bytes + 1000 + 10
-    assert not gone.array_path.exists() and not orphan.exists() and not stale.exists()
+    assert not gone.array_path.exists() and not gone.env_path.exists()
+    assert not orphan.exists() and not stale.exists() and keep.env_path.exists()
     assert fresh.exists()
     assert index.entries() == [keep] and index.get(stem) == keep
     assert index.prune().entries == 0
@@ -483,3 +491,53 @@ def test_concurrent_ensure_build_remove_prune_leave_a_consistent_cache(tmp_path)
         assert set(array_files(index)) == {e.array_path.name for e in index.entries()}
         for f in files:
             assert_f16_close(index.ensure(f).load(), reference(f))
+
+
+# -- envelope sidecar and recorded identities --------------------------------------------------------------
+
+
+def test_envelope_sidecar_holds_band_energies_of_the_summed_copy(index, stem):
+    from whichsound.align import band_energies
+
+    entry = index.build(stem)
+    a = np.asarray(entry.load(), dtype=np.float32)
+    want = band_energies(a.sum(axis=0))
+    got = entry.load_energies()
+    # float32 sums in another order: equal to 1e-4 relative of the largest band energy
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(want.max()))
+
+
+def test_damaged_envelope_sidecar_is_detected_and_rebuilt(tmp_path, stem):
+    with Index(tmp_path / "cache") as index:
+        entry = index.build(stem)
+        good = entry.load_energies().copy()
+    with open(entry.env_path, "r+b") as f:  # one bit in the data, size unchanged
+        f.seek(entry.env_path.stat().st_size - 9)
+        b = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([b[0] ^ 0x40]))
+    with Index(tmp_path / "cache") as index:
+        assert index.get(stem) is None
+        np.testing.assert_array_equal(index.ensure(stem).load_energies(), good)
+
+
+def test_settled_identity_is_recorded_and_a_later_write_still_caught(tmp_path, stem, monkeypatch):
+    import whichsound.index as ix
+
+    monkeypatch.setattr(ix, "IDENT_SETTLE_S", 0.0)
+    with Index(tmp_path / "cache") as index:
+        entry = index.build(stem)
+    with Index(tmp_path / "cache") as index:  # a later run hashes once and records the identity
+        assert index.get(stem) == entry
+        ident = index.con.execute("SELECT array_ident, env_ident FROM entries").fetchone()
+        assert ident[0] == ix._ident(os.stat(entry.array_path)) and ident[1]
+    hashed = []
+    monkeypatch.setattr(ix, "_sha256_file", lambda p: hashed.append(p) or "x")
+    with Index(tmp_path / "cache") as index:  # the next run trusts the unchanged identity: no hashing
+        assert index.get(stem) == entry and hashed == []
+    time.sleep(0.02)
+    with open(entry.array_path, "r+b") as f:  # same size, new ctime
+        f.seek(-3, os.SEEK_END)
+        f.write(b"\x00\x7c\x00")
+    with Index(tmp_path / "cache") as index:
+        assert index.get(stem) is None and hashed == [entry.array_path]

@@ -112,6 +112,7 @@ def test_batch_indexes_the_stems_once_before_the_notes(tmp_path):
 def test_timeline_features_streamed_block_by_block_equal_the_whole(tmp_path, monkeypatch):
     # The speed search's features of a timeline are made from its 8 kHz copies a block at a time; with a
     # block of 0.8 s the fixture's stems take many blocks, and the seams must not show.
+    import whichsound.align as al
     import whichsound.locate as loc
     from whichsound.align import envelope_features
     from whichsound.stems import discover, group_timelines
@@ -119,7 +120,7 @@ def test_timeline_features_streamed_block_by_block_equal_the_whole(tmp_path, mon
     stems = [s for s in discover([str(SCENE / "stems")]).stems]
     members = next(iter(group_timelines(stems).values()))
     idx = Index(tmp_path / "c")
-    monkeypatch.setattr(loc, "_FEATURE_BLOCK", 80 * 80)
+    monkeypatch.setattr(al, "_ENERGY_BLOCK", 80 * 80)
     loc._FEATURES.clear()
     streamed = loc._timeline_features(idx, members, stems)
     arrays = [idx.ensure(stems[m].path).load() for m in members]
@@ -129,3 +130,106 @@ def test_timeline_features_streamed_block_by_block_equal_the_whole(tmp_path, mon
     assert streamed.shape == whole.shape
     # float32 band sums of the same frames in another order: equal to 1e-4 in log-energy steps.
     np.testing.assert_allclose(streamed, whole, rtol=0, atol=1e-4)
+
+
+# -- the envelope pre-search ------------------------------------------------------------------------------
+
+
+def _repeated_line_reel(folder: Path) -> tuple[np.ndarray, int]:
+    """A 40 s reel whose dialogue uses one line twice (at 5 s and 25 s, another gain), over a bed and
+    effects that differ at the two places; returns the printed mix and the sample where the second starts."""
+    from conftest import load_sound, sfx, speech
+
+    rng = np.random.default_rng(7)
+    n = 40 * SR
+    line = speech("sense_and_sensibility_01_austen_64kb-0870")
+    dx = np.zeros(n, np.float32)
+    dx[5 * SR : 5 * SR + len(line)] += 0.8 * line
+    second = 25 * SR
+    dx[second : second + len(line)] += 0.5 * line
+    other = speech("sense_and_sensibility_01_austen_64kb-0890")
+    dx[14 * SR : 14 * SR + len(other)] += 0.8 * other
+    bg = 0.12 * np.resize(load_sound("amb/ardentryst__AMB_Intro_4.flac", 20.0, start_s=1.0), n)
+    fx = np.zeros(n, np.float32)
+    for name in ("scratch__Effects__DoorCreak", "btanks__cow", "scratch__Animal__Rooster"):
+        s = 0.5 * sfx(name)[: 3 * SR]
+        at = int(rng.integers(0, n - len(s)))
+        fx[at : at + len(s)] += s
+    for name, data in (("R9_DX.wav", dx), ("R9_BG.wav", bg), ("R9_FX.wav", fx)):
+        sf.write(folder / name, data, SR, subtype="FLOAT")
+    return dx + bg + fx, second
+
+
+def test_presearch_keeps_every_place_a_repeated_line_matches(tmp_path):
+    # The line alone matches the dialogue stem as well at its other use; the other stems decide. The
+    # pre-search must hand every place it ranks to the fit, not pick one by the loudest stem.
+    stems = tmp_path / "stems"
+    stems.mkdir()
+    mix, second = _repeated_line_reel(stems)
+    start = second - SR // 2
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, mix[start : start + 3 * SR], SR, subtype="FLOAT")
+    got = locate(clip, [str(stems)], index=str(tmp_path / "c"))
+    full = locate(clip, [str(stems)], index=None)
+    assert got.index["presearch"] == "used"
+    assert full.verdict.match.offset == pytest.approx(start, abs=0.5)
+    assert got.verdict.match.offset == pytest.approx(full.verdict.match.offset, abs=0.01)
+    assert got.verdict.match.stem.path == full.verdict.match.stem.path
+
+
+def test_presearch_that_points_wrong_falls_back_to_searching_everywhere(tmp_path, monkeypatch):
+    import whichsound.locate as loc
+
+    stems = tmp_path / "stems"
+    stems.mkdir()
+    mix, second = _repeated_line_reel(stems)
+    start = 14 * SR + SR // 4  # the other line: one place only
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, mix[start : start + 2 * SR], SR, subtype="FLOAT")
+    # Envelopes that point only at places 10 s away from the truth
+    monkeypatch.setattr(loc, "envelope_places",
+                        lambda ref, c, count, excl: [(int(f * 100), 0.5) for f in (2.0, 32.0)])
+    got = locate(clip, [str(stems)], index=str(tmp_path / "c"))
+    assert got.index["presearch"] in ("missed", "explained little: searched everywhere")
+    assert got.verdict.match.offset == pytest.approx(start, abs=0.5)
+
+
+def test_presearch_scans_only_the_best_takes(tmp_path, monkeypatch):
+    # Production takes are many: the pre-search scans the few whose envelopes match best and counts the
+    # others as searched (they still weigh in the significance test).
+    import whichsound.locate as loc
+    from conftest import load_sound
+
+    prod = tmp_path / "production"
+    prod.mkdir()
+    rng = np.random.default_rng(11)
+    bed = np.resize(load_sound("amb/btanks__city.flac", 15.0), 30 * SR)
+    for k in range(5):  # five takes of other material
+        x = 0.2 * np.roll(bed, k * 3 * SR) + 0.01 * rng.standard_normal(len(bed)).astype(np.float32)
+        sf.write(prod / f"1A_T0{k + 1}.wav", np.stack([x, 0.7 * x], axis=1), SR, subtype="FLOAT")
+    line = _take_with_line(prod / "2B_T01.wav")
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, line, SR, subtype="FLOAT")
+    monkeypatch.setattr(loc, "PRESEARCH_TAKES", 2)
+    scanned = []
+    real = loc.scan_array
+    monkeypatch.setattr(loc, "scan_array", lambda data, *a, **k: scanned.append(data.shape) or real(data, *a, **k))
+    got = locate(clip, [str(prod)], index=str(tmp_path / "c"))
+    assert got.index["presearch"] == "used"
+    assert got.verdict.match.stem.path.name == "2B_T01.wav"
+    assert got.verdict.match.offset == pytest.approx(6 * SR, abs=0.5)
+    # 2 takes x 2 channels x at most PRESEARCH_PLACES windows each
+    assert 0 < len(scanned) <= 2 * loc.PRESEARCH_PLACES
+
+
+def _take_with_line(path: Path) -> np.ndarray:
+    """A 20 s two-channel take with a line at 6 s; returns the line as it sits in channel 1 (3 s)."""
+    from conftest import speech
+
+    line = speech("sense_and_sensibility_01_austen_64kb-0880")[: 3 * SR]
+    x = np.zeros(20 * SR, np.float32)
+    x[6 * SR : 6 * SR + len(line)] = 0.7 * line
+    rng = np.random.default_rng(5)
+    x += 0.003 * rng.standard_normal(len(x)).astype(np.float32)
+    sf.write(path, np.stack([x, 0.6 * x], axis=1), SR, subtype="FLOAT")
+    return x[6 * SR : 6 * SR + len(line)]

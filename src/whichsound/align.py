@@ -205,6 +205,13 @@ class ChannelScan:
     best_lag: int = 0  # in stem samples, like every lag outside this class
     best: float = -1.0
     scale: float = 1.0  # stem samples per lag unit of this scan: 6.0 for an 8 kHz scan of a 48 kHz stem
+    lags: int = 0  # lags this scan stands for in the significance test (0: the ones it covered)
+
+    @property
+    def searched(self) -> int:
+        """Lags searched, for the significance test: those scanned, or the whole file's when a pre-search
+        chose this scan's window (the false-alarm risk is that of the whole search)."""
+        return self.lags or len(self.pooled) * self.hop
 
     def centre(self, b: int) -> int:
         """Stem sample at the centre of pooled bin `b`."""
@@ -236,6 +243,27 @@ class ChannelScan:
             return 1.0
         m = self.sum_c / self.count
         return float(np.sqrt(max(self.sum_c2 / self.count - m * m, 1e-12)))
+
+
+def merge_scans(parts: list[ChannelScan]) -> ChannelScan:
+    """One scan of a channel from scans of several windows of it (same hop and scale): bins outside
+    every window hold 0 (no correlation seen), the noise statistics and the best peak are pooled."""
+    first = parts[0]
+    lag0 = min(p.lag0 for p in parts)
+    end = max(p.lag0 + len(p.pooled) * p.hop for p in parts)
+    pooled = np.zeros((end - lag0 + first.hop - 1) // first.hop, dtype=np.float32)
+    out = ChannelScan(first.channel, lag0, first.hop, pooled, scale=first.scale,
+                      lags=max(p.lags for p in parts))
+    for p in parts:
+        assert p.hop == first.hop and p.scale == first.scale and (p.lag0 - lag0) % p.hop == 0
+        k = (p.lag0 - lag0) // p.hop
+        np.maximum(pooled[k : k + len(p.pooled)], p.pooled, out=pooled[k : k + len(p.pooled)])
+        out.sum_c += p.sum_c
+        out.sum_c2 += p.sum_c2
+        out.count += p.count
+        if p.best > out.best:
+            out.best, out.best_lag = p.best, p.best_lag
+    return out
 
 
 def scan_file(
@@ -519,6 +547,28 @@ def band_energies(x: np.ndarray) -> np.ndarray:
     return np.concatenate(out)
 
 
+#: Samples of 8 kHz audio summed at a time by summed_band_energies (a whole number of 80-sample hops).
+_ENERGY_BLOCK = _ENV_HOP << 13
+
+
+def summed_band_energies(arrays: list[np.ndarray]) -> np.ndarray:
+    """band_energies() of the sum of every channel of every (channels, n) 8 kHz array (e.g. memory-mapped
+    index copies of a timeline's stems), block by block: memory stays a few MB whatever their length."""
+    n = min(int(a.shape[1]) for a in arrays)
+    overlap = _ENV_NFFT - _ENV_HOP
+    out = []
+    for lo in range(0, max(n, 1), _ENERGY_BLOCK):
+        hi = min(n, lo + _ENERGY_BLOCK + overlap)
+        mono = np.zeros(hi - lo, dtype=np.float32)
+        for a in arrays:
+            mono += np.asarray(a[:, lo:hi], dtype=np.float32).sum(axis=0)
+        e = band_energies(mono)
+        out.append(e if hi == n else e[: _ENERGY_BLOCK // _ENV_HOP])
+        if hi == n:
+            break
+    return np.concatenate(out) if out else np.zeros((0, 8), np.float32)
+
+
 def envelope_from_energies(e: np.ndarray) -> np.ndarray:
     """The speed search's features from band_energies(): the frame-to-frame change of log energy (floored
     40 dB under the mean, so silence does not dominate). A speed change of a few percent barely moves
@@ -532,6 +582,48 @@ def envelope_from_energies(e: np.ndarray) -> np.ndarray:
 def envelope_features(x: np.ndarray) -> np.ndarray:
     """(frames, bands) envelope features of a mono 8 kHz signal (band_energies, then envelope_from_energies)."""
     return envelope_from_energies(band_energies(x))
+
+
+def envelope_ncc(ref: np.ndarray, clip: np.ndarray, *, spectrum=None) -> np.ndarray:
+    """Normalised correlation of mean-removed clip features (m, bands) at every place in `ref` (n, bands)
+    features: score[k] for the clip's first frame at ref frame k (n - m + 1 places; empty when shorter).
+    `spectrum` = (n_fft, rfft of ref) when the caller reuses one reference for many clips."""
+    from scipy import fft
+
+    m = len(clip)
+    if len(ref) < m or m == 0:
+        return np.zeros(0)
+    ce = float(np.sum(clip.astype(np.float64) ** 2))
+    if ce <= 0:
+        return np.zeros(len(ref) - m + 1)
+    n, R = spectrum if spectrum is not None else _ref_spectrum(ref, m)
+    corr = fft.irfft(R * np.conj(fft.rfft(clip, n, axis=0)), n, axis=0).sum(axis=1)[: len(ref) - m + 1]
+    cs = np.concatenate([np.zeros(1), np.cumsum(np.sum(ref.astype(np.float64) ** 2, axis=1))])
+    e = cs[m:] - cs[: len(ref) - m + 1]
+    return corr / np.sqrt(np.maximum(e, 1e-12) * ce)
+
+
+def _ref_spectrum(ref: np.ndarray, max_len: int):
+    from scipy import fft
+
+    n = fft.next_fast_len(len(ref) + max_len, real=True)
+    return n, fft.rfft(ref, n, axis=0)
+
+
+def envelope_places(ref: np.ndarray, clip: np.ndarray, count: int, exclusion: int) -> list[tuple[int, float]]:
+    """The `count` best places (ref frame, score) of mean-removed clip features in `ref`, at least
+    `exclusion` frames apart, best first: the candidates a pre-search hands to the waveform scan."""
+    score = envelope_ncc(ref, clip)
+    out: list[tuple[int, float]] = []
+    if len(score) == 0:
+        return out
+    order = np.argsort(score)[::-1]
+    for k in order[: max(count * (2 * exclusion + 1) * 4, 64)]:
+        if all(abs(int(k) - p) > exclusion for p, _ in out):
+            out.append((int(k), float(score[k])))
+            if len(out) == count:
+                break
+    return out
 
 
 def speed_search(
@@ -548,36 +640,25 @@ def speed_search(
     seconds, normalised score; (1, 0, 0) for a reference too short): the speed grid moves the clip's end
     by a quarter frame (steps of 0.05 % to 0.4 %), then a parabola through the best three refines it.
     """
-    from scipy import fft
-
     dur_frames = len(x) / clip_sr / ENV_FRAME_S
     step = float(np.clip(0.25 / max(dur_frames, 1.0), 5e-4, 4e-3))
     speeds = 1.0 + np.arange(-span, span + step / 2, step)
     clips = []  # the clip's features at each trial speed, made once for every reference
     for sp in speeds:
         c = envelope_features(clip_in_stem_time(x, clip_sr, ENV_RATE, float(sp)))
-        c = c - c.mean(axis=0)
-        clips.append((c, float(np.sum(c.astype(np.float64) ** 2))))
-    max_len = max(len(c) for c, _ in clips)
+        clips.append(c - c.mean(axis=0))
+    max_len = max(len(c) for c in clips)
     out = []
     for ref in references:
         if len(ref) <= max_len:
             out.append((1.0, 0.0, 0.0))
             continue
-        n = fft.next_fast_len(len(ref) + max_len, real=True)
-        R = fft.rfft(ref, n, axis=0)
-        cs = np.concatenate([np.zeros(1), np.cumsum(np.sum(ref.astype(np.float64) ** 2, axis=1))])
+        spectrum = _ref_spectrum(ref, max_len)
         curve = []
-        for c, ce in clips:
-            m = len(c)
-            if ce <= 0:
-                curve.append((0.0, 0))
-                continue
-            corr = fft.irfft(R * np.conj(fft.rfft(c, n, axis=0)), n, axis=0).sum(axis=1)[: len(ref) - m + 1]
-            e = cs[m:] - cs[: len(ref) - m + 1]
-            score = corr / np.sqrt(np.maximum(e, 1e-12) * ce)
-            k = int(np.argmax(score))
-            curve.append((float(score[k]), k))
+        for c in clips:
+            score = envelope_ncc(ref, c, spectrum=spectrum)
+            k = int(np.argmax(score)) if len(score) else 0
+            curve.append((float(score[k]) if len(score) else 0.0, k))
         vals = np.array([v for v, _ in curve])
         i = int(np.argmax(vals))
         sp = float(speeds[i])

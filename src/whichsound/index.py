@@ -1,10 +1,13 @@
 """The analysis index: decimated copies of stem files, built once and reused by repeat queries.
 
 An entry holds, for one stem file, every channel resampled with soxr to a low *analysis rate* (8000 Hz by
-default) as a ``(channels, n)`` float16 array.  Entries live in a per-user cache folder::
+default) as a ``(channels, n)`` float16 array and, at 8 kHz, the *envelope* beside it: the band energies
+(align.band_energies: 8 bands, 10 ms hop) of the channels summed, float32, which the pre-search of
+locate correlates in milliseconds over hours of stems.  Entries live in a per-user cache folder::
 
     <cache>/catalog.sqlite        the catalog: one row per (source file, analysis rate), WAL mode
     <cache>/arrays/<sha256>.npy   the arrays, content-addressed (name = checksum of the file's bytes)
+    <cache>/arrays/<sha256>.env.npy   the array's envelope
     <cache>/locks/<key>.lock      per-entry build locks (fcntl.flock), so one process builds an entry
 
 Usage::
@@ -16,8 +19,12 @@ Usage::
 Validity.  An entry is returned only when the source file's size and mtime_ns are unchanged, its *content
 check* matches (blake2b of the size and of the first and last MiB: cheap on multi-GB files; a same-size
 edit in the middle of a large file that also restores mtime_ns is deliberately not detected), the entry was
-made by this FORMAT_VERSION, and the array file is present, of the right length, with a well-formed header
-and (``verify="full"``, the default) a SHA-256 equal to its catalog checksum.  A damaged array is dropped
+made by this FORMAT_VERSION, and the array file (and its envelope) is present, of the right length, with a
+well-formed header and (``verify="full"``, the default) a SHA-256 equal to its catalog checksum.  Hashing
+gigabytes on every run would cost a second each time: after a file hashes equal (once its ctime has
+settled), its identity (inode, size, mtime_ns, ctime_ns) is recorded, and a later run that finds the same
+identity skips the hash.  Any write, truncation or utime moves ctime, which no process can set back; what
+this does not catch is a change below the file system (bit rot), which the file system's own checks own.  A damaged array is dropped
 and rebuilt by ensure(), never trusted.  A catalog that SQLite cannot read is moved aside
 (``catalog.sqlite.corrupt``) and replaced by an empty one when the Index opens.
 
@@ -71,16 +78,22 @@ __all__ = [
 ]
 
 #: Bump when the stored data changes meaning (resampler quality, dtype, layout): old entries become stale.
-FORMAT_VERSION = 1
-SCHEMA_VERSION = 1
+FORMAT_VERSION = 2
+SCHEMA_VERSION = 2
 DEFAULT_ANALYSIS_RATE = 8000
 QUALITY = "HQ"  # soxr quality of the decimation (part of FORMAT_VERSION)
 BLOCK_FRAMES = 1 << 17  # source frames read per block while building
 CHECK_BYTES = 1 << 20  # content check: this many bytes from the start and the end of the source
 CATALOG = "catalog.sqlite"
 TMP_PREFIX = ".tmp-"
+#: A file's identity (inode, size, mtime, ctime) is recorded in place of re-hashing it only once its ctime
+#: is this old (s): timestamps move in clock ticks of a few ms, so a fresh file could be rewritten unseen.
+IDENT_SETTLE_S = 2.0
 TMP_STALE_S = 3600.0  # prune() removes temp files untouched this long (an interrupted build's)
 _F16_MAX = float(np.finfo(np.float16).max)
+#: The envelope sidecar: band energies per 10 ms at this analysis rate (align.ENV_RATE, 8 bands).
+ENV_SUFFIX = ".env.npy"
+_ENV_RATE, _ENV_BANDS = 8000, 8
 _BUSY_MS = 60_000
 
 ProgressCallback = Callable[[int, int, Path, "Entry | WhichsoundError"], None]
@@ -107,10 +120,27 @@ class Entry:
     array_checksum: str  # SHA-256 of the .npy file's bytes
     format_version: int
     created: float  # time.time() when built
+    env_checksum: str = ""  # SHA-256 of the envelope sidecar ("" when the rate has none)
+    env_frames: int = 0  # rows of the envelope sidecar: one per 10 ms
 
     @property
     def duration_s(self) -> float:
         return self.frames / self.samplerate
+
+    @property
+    def env_path(self) -> Path:
+        """The envelope sidecar: band energies of the channel-summed copy (align.band_energies)."""
+        return _env_path(self.array_path)
+
+    def load_energies(self) -> np.ndarray | None:
+        """(env_frames, 8) float32 band energies, 10 ms hop, of the channels summed; None at a rate
+        that has none (the features are defined at 8 kHz)."""
+        if self.env_frames == 0:
+            return None
+        try:
+            return np.load(self.env_path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise CacheError(f"{self.env_path}: index envelope unreadable ({exc}); rebuild the entry") from None
 
     def load(self, mmap: bool = True) -> np.ndarray:
         """The (channels, n) float16 array: memory-mapped read-only by default, else read into memory."""
@@ -219,7 +249,8 @@ def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
 
 _COLUMNS = (
     "source, analysis_rate, size, mtime_ns, content_check, samplerate, channels, frames, analysis_frames, "
-    "array_name, array_checksum, array_bytes, format_version, created"
+    "array_name, array_checksum, array_bytes, format_version, created, array_ident, env_checksum, env_frames, "
+    "env_ident"
 )
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -237,6 +268,10 @@ CREATE TABLE IF NOT EXISTS entries (
     array_bytes INTEGER NOT NULL,
     format_version INTEGER NOT NULL,
     created REAL NOT NULL,
+    array_ident TEXT NOT NULL,
+    env_checksum TEXT NOT NULL,
+    env_frames INTEGER NOT NULL,
+    env_ident TEXT NOT NULL,
     PRIMARY KEY (source, analysis_rate)
 );
 CREATE INDEX IF NOT EXISTS entries_array ON entries (array_name);
@@ -277,7 +312,8 @@ class Index:
         self.arrays_dir = self.dir / "arrays"
         self.locks_dir = self.dir / "locks"
         self.catalog_path = self.dir / CATALOG
-        self._verified: dict[str, tuple] = {}  # array name -> file identity already hashed by this process
+        self._verified: dict[str, str] = {}  # file name -> identity already hashed by this process
+        self._settled: list[tuple[str, str]] = []  # (file name, identity) hashed equal, to record
         try:
             for d in (self.dir, self.arrays_dir, self.locks_dir):
                 d.mkdir(parents=True, exist_ok=True)
@@ -385,9 +421,10 @@ class Index:
     # -- entries ---------------------------------------------------------------------------------------
 
     def _row_to_entry(self, row: tuple) -> Entry:
-        (source, rate, size, mtime_ns, check, sr, ch, frames, n, name, checksum, _nbytes, fmt, created) = row
+        (source, rate, size, mtime_ns, check, sr, ch, frames, n, name, checksum, _nbytes, fmt, created,
+         _ident, env_checksum, env_frames, _env_ident) = row
         return Entry(Path(source), size, mtime_ns, check, sr, ch, frames, rate, n,
-                     self.arrays_dir / name, checksum, fmt, created)
+                     self.arrays_dir / name, checksum, fmt, created, env_checksum, env_frames)
 
     def _row(self, source: Path) -> tuple | None:
         return self.con.execute(
@@ -418,12 +455,58 @@ class Index:
             return None
         if (size, mtime_ns, check) != (entry.size, entry.mtime_ns, entry.content_check):
             return None
-        if not self._array_ok(entry, row[11]):
+        self._settled = []
+        if not (self._array_ok(entry, row[11], row[14]) and self._env_ok(entry, row[17])):
             self._drop(entry)
             return None
+        if self._settled:
+            self._record_idents(entry, dict(self._settled))
         return entry
 
-    def _array_ok(self, entry: Entry, nbytes: int) -> bool:
+    def _record_idents(self, entry: Entry, idents: dict[str, str]) -> None:
+        """Store the identities of an entry's files just hashed equal, so later runs need not hash them."""
+        cols = {entry.array_path.name: "array_ident", entry.env_path.name: "env_ident"}
+        with contextlib.suppress(sqlite3.Error), self._write() as con:
+            for name, ident in idents.items():
+                con.execute(f"UPDATE entries SET {cols[name]} = ? WHERE source = ? AND analysis_rate = ? "
+                            "AND array_name = ?", (ident, str(entry.source), entry.analysis_rate,
+                                                   entry.array_path.name))
+
+    def _unchanged(self, path: Path, st: os.stat_result, stored_ident: str, checksum: str) -> bool:
+        """True when `path` holds the bytes hashed to `checksum`: its identity (inode, size, mtime, ctime)
+        is the one recorded after an earlier full hash, or this process hashed it already, or it hashes
+        equal now. Any write, truncation or touch moves ctime, which no process can set back; an identity
+        is recorded only once ctime is over IDENT_SETTLE_S old, so a write in the same clock tick as the
+        last one cannot go unseen."""
+        ident = _ident(st)
+        if ident == stored_ident or self._verified.get(path.name) == ident:
+            return True
+        if _sha256_file(path) != checksum:
+            return False
+        self._verified[path.name] = ident
+        if time.time() - st.st_ctime > IDENT_SETTLE_S and _ident(os.stat(path)) == ident:
+            self._settled.append((path.name, ident))
+        return True
+
+    def _env_ok(self, entry: Entry, stored_ident: str) -> bool:
+        if entry.env_frames == 0:
+            return True
+        path = entry.env_path
+        try:
+            st = os.stat(path)
+            with open(path, "rb") as f:
+                if np.lib.format.read_magic(f) != (1, 0):
+                    return False
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+                expected = f.tell() + entry.env_frames * _ENV_BANDS * 4
+            if shape != (entry.env_frames, _ENV_BANDS) or fortran or dtype != np.dtype("<f4") \
+                    or st.st_size != expected:
+                return False
+            return self.verify == "quick" or self._unchanged(path, st, stored_ident, entry.env_checksum)
+        except (OSError, ValueError):
+            return False
+
+    def _array_ok(self, entry: Entry, nbytes: int, stored_ident: str = "") -> bool:
         path = entry.array_path
         try:
             st = os.stat(path)
@@ -440,13 +523,7 @@ class Index:
                 return False
             if self.verify == "quick":
                 return True
-            ident = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-            if self._verified.get(path.name) == ident:
-                return True
-            if _sha256_file(path) != entry.array_checksum:
-                return False
-            self._verified[path.name] = ident
-            return True
+            return self._unchanged(path, st, stored_ident, entry.array_checksum)
         except (OSError, ValueError):
             return False
 
@@ -469,7 +546,12 @@ class Index:
             path.unlink()
         except FileNotFoundError:
             return 0
+        with contextlib.suppress(FileNotFoundError):
+            env = _env_path(path)
+            size += env.stat().st_size
+            env.unlink()
         self._verified.pop(name, None)
+        self._verified.pop(_env_path(path).name, None)
         return size
 
     @_catalog_errors
@@ -508,6 +590,7 @@ class Index:
         size, mtime_ns, check = content_check(source)
         info = probe(source)
         tmp = self.arrays_dir / f"{TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex}.npy"
+        tmp_env = _env_path(tmp)
         try:
             n = _analysis_frames(info.frames, info.samplerate, self.rate)
             nbytes = _write_decimated(source, tmp, info.samplerate, info.channels, info.frames, self.rate, n,
@@ -515,28 +598,38 @@ class Index:
             if content_check(source)[:2] != (size, mtime_ns):
                 return None  # changed while we read it: try again
             checksum = _sha256_file(tmp)
+            env_frames = _write_energies(tmp, tmp_env) if self.rate == _ENV_RATE else 0
+            env_checksum = _sha256_file(tmp_env) if env_frames else ""
             name = f"{checksum[:32]}.npy"
             final = self.arrays_dir / name
             created = time.time()
             with self._write() as con:
                 os.replace(tmp, final)  # atomic, and under the write lock: serialized with removals
+                if env_frames:
+                    os.replace(tmp_env, _env_path(final))
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        _env_path(final).unlink()
                 _fsync_dir(self.arrays_dir)
                 old = con.execute("SELECT array_name FROM entries WHERE source = ? AND analysis_rate = ?",
                                   (str(source), self.rate)).fetchone()
                 con.execute(
-                    f"INSERT OR REPLACE INTO entries ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    f"INSERT OR REPLACE INTO entries ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (str(source), self.rate, size, mtime_ns, check, info.samplerate, info.channels,
-                     info.frames, n, name, checksum, nbytes, FORMAT_VERSION, created),
+                     info.frames, n, name, checksum, nbytes, FORMAT_VERSION, created, "", env_checksum,
+                     env_frames, ""),
                 )
                 if old is not None and old[0] != name:
                     self._unlink_if_unreferenced(con, old[0])
-            st = os.stat(final)
-            self._verified[name] = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            self._verified[name] = _ident(os.stat(final))
+            if env_frames:
+                self._verified[_env_path(final).name] = _ident(os.stat(_env_path(final)))
             return Entry(source, size, mtime_ns, check, info.samplerate, info.channels, info.frames,
-                         self.rate, n, final, checksum, FORMAT_VERSION, created)
+                         self.rate, n, final, checksum, FORMAT_VERSION, created, env_checksum, env_frames)
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+            for t in (tmp, tmp_env):
+                with contextlib.suppress(FileNotFoundError):
+                    t.unlink()
 
     @_catalog_errors
     def remove(self, path: str | Path) -> bool:
@@ -563,6 +656,7 @@ class Index:
                     con.execute("DELETE FROM entries WHERE source = ? AND analysis_rate = ?", (source, rate))
                     entries += 1
             used = {r[0] for r in con.execute("SELECT DISTINCT array_name FROM entries")}
+            used |= {_env_path(Path(u)).name for u in used}
             now = time.time()
             for p in self.arrays_dir.iterdir():
                 try:
@@ -633,6 +727,28 @@ class Index:
                 if progress is not None:
                     progress(done, total, paths[i], results[i])
         return results  # type: ignore[return-value]
+
+
+def _env_path(array_path: Path) -> Path:
+    """arrays/<name>.npy -> arrays/<name>.env.npy"""
+    return array_path.with_name(array_path.name[: -len(".npy")] + ENV_SUFFIX)
+
+
+def _ident(st: os.stat_result) -> str:
+    return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+
+
+def _write_energies(array_tmp: Path, tmp: Path) -> int:
+    """Write the envelope sidecar of a freshly written 8 kHz array (band energies of its channels summed,
+    align.summed_band_energies); fsync; return its number of frames."""
+    from whichsound.align import summed_band_energies
+
+    e = summed_band_energies([np.load(array_tmp, mmap_mode="r")]).astype("<f4")
+    with open(tmp, "xb") as f:
+        np.save(f, e, allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
+    return int(e.shape[0])
 
 
 def _write_decimated(source: Path, tmp: Path, samplerate: int, channels: int, frames: int, rate: int,

@@ -15,19 +15,24 @@ from pathlib import Path
 import numpy as np
 
 from whichsound.align import (
+    DEFAULT_HOP,
+    ENV_FRAME_S,
     ENV_RATE,
     ChannelScan,
     Template,
-    band_energies,
     clip_in_stem_time,
     describe_speed,
+    envelope_features,
     envelope_from_energies,
+    envelope_places,
     make_template,
+    merge_scans,
     refine_peak,
     refine_speed,
     scan_array,
     scan_file,
     speed_search,
+    summed_band_energies,
 )
 from whichsound.attribute import Decomposition, Match, Verdict, clip_stft, decompose, focus_weights
 from whichsound.audio import Clip, read_clip, read_segment, to_mono
@@ -160,6 +165,7 @@ def locate(
     index="auto",
     speed_known: bool = False,
     build_jobs: int = 1,
+    presearch: bool = True,
 ) -> LocateResult:
     """Find which stem under `roots` holds the clip's sound, where, at what speed, and how sure that is.
 
@@ -174,7 +180,9 @@ def locate(
     the stem files at full rate. Either way the candidates are refined and fitted at full rate.
     `speed_known`: the clip runs at the stems' speed (a window cut from the mix): no speed estimation.
     `build_jobs` > 1 indexes missing files in worker processes (spawned: the caller's main module must be
-    import-safe, as the command line's is).
+    import-safe, as the command line's is). `presearch`: with an 8 kHz index, scan first only where the
+    clip's envelope features match best (the index keeps the stems'), then everywhere if that finds
+    nothing significant or explains under RESCAN_BELOW of the clip.
     Timelines whose coarse peak is not significant are not fitted (unless none is).
     """
     if clip is None:
@@ -198,7 +206,8 @@ def locate(
     focus = {"at": at, "handle_s": HANDLE_S, "at_width_s": focus_s}
     cache = _ClipCache(clip)
     idx = open_index(index, warnings)
-    info = {"cache": None, "rate": None, "built": 0, "fallback": None if index is not None else "not asked for"}
+    info = {"cache": None, "rate": None, "built": 0, "fallback": None if index is not None else "not asked for",
+            "presearch": None}
     if index is not None and idx is None:
         info["fallback"] = "index cache unusable"
 
@@ -217,7 +226,28 @@ def locate(
     scans: dict[int, list[ChannelScan]] = {}
     gone: set[int] = set()
 
-    def scan(indices: list[int], speed: float, use) -> None:
+    screened: dict[int, int] = {}  # stems the envelope pre-search ruled out -> lags they stand for
+    allow_presearch = presearch
+
+    def scan(indices: list[int], speed: float, use, presearch: bool = False, fallback: bool = True) -> None:
+        """Coarse scans of stems `indices` (into `scans`); with `presearch`, first only where their envelopes
+        point, then (`fallback`) everywhere when nothing significant turned up there."""
+        if presearch and allow_presearch and use is not None:
+            got = _presearch([stems[i] for i in indices], cache, use, near)
+            if got is not None:
+                found, ruled_out = got
+                for j, i in enumerate(indices):
+                    if j in found:
+                        scans[i] = found[j]
+                    elif j in ruled_out:
+                        screened[i] = ruled_out[j]
+                if _stands_out(scans, sum(screened.values())) or not fallback:
+                    info["presearch"] = info["presearch"] or "used"
+                    return
+                for i in indices:  # nothing significant where the envelopes pointed: search everywhere
+                    scans.pop(i, None)
+                    screened.pop(i, None)
+                info["presearch"] = "missed"
         got, failed = _scan_all([stems[i] for i in indices], cache, speed, near, use, warnings)
         for j, i in enumerate(indices):
             if j in failed:
@@ -236,16 +266,25 @@ def locate(
     # for a clip of effects or music.
     takes = [i for i, st in enumerate(stems) if st.role == "PROD"]
     first = [i for i in range(len(stems)) if i not in set(takes)] or takes
-    scan(first, 1.0, idx)
+    scan(first, 1.0, idx, presearch=True)
     if not scans:
         raise InputError("no stem could be searched: " + "; ".join(warnings))
-    if not _stands_out(scans) and first is not takes:
-        scan(takes, 1.0, idx)
-    if idx is not None and not _stands_out(scans):
+    if not _stands_out(scans, sum(screened.values())) and first is not takes:
+        scan(takes, 1.0, idx, presearch=True)
+    if idx is not None and not _stands_out(scans, sum(screened.values())):
         # Nothing stood out in the low-rate copies (a sound with its energy above their band): full rate.
         info["fallback"] = f"no stem stood out in the {idx.rate} Hz index: searched again at full rate"
         idx = None
         scan(list(scans), 1.0, None)
+
+    def everywhere() -> LocateResult:
+        # What the envelopes pointed at explains little of the clip: search everywhere before concluding
+        # (the sound may be elsewhere, at another speed, or in no stem).
+        again = locate(clip_path, roots, at=at, band=band, focus_s=focus_s, min_score=min_score, stream=stream,
+                       discovery=discovery, clip=clip, near=near, rescan_speeds=rescan_speeds, index=index,
+                       speed_known=speed_known, build_jobs=build_jobs, presearch=False)
+        again.index["presearch"] = "explained little: searched everywhere"
+        return again
 
     hyps: list[Hypothesis] = []
     n_lags = 0
@@ -254,6 +293,8 @@ def locate(
         if speed != 1.0:
             if max(h.decomposition.explained for h in hyps) >= RESCAN_BELOW:
                 break
+            if info["presearch"] == "used":
+                return everywhere()
             if speed == rescan_speeds[0] and not speed_known:
                 # Before the standard ratios: a continuous search over +-5 % on envelope features.
                 zc = _z_critical(n_lags)
@@ -266,16 +307,20 @@ def locate(
             fitted = set()
         n_before = n_lags
         while True:
-            n_lags = n_before + sum(len(c.pooled) * c.hop for ss in scans.values() for c in ss)
+            n_lags = n_before + sum(c.searched for ss in scans.values() for c in ss) + sum(screened.values())
             todo = {k: v for k, v in scanned_groups().items() if k not in fitted}
             for key, members in _significant_groups(todo, scans, _z_critical(n_lags)).items():
                 hyps.extend(_group_hypotheses(key, members, stems, scans, cache, speed, focus, band,
                                               estimate_speed=not speed_known))
             fitted |= set(todo)
-            pending = [i for i in takes if i not in scans and i not in gone]
+            pending = [i for i in takes if i not in scans and i not in gone and i not in screened]
             if not pending or not _needs_takes(hyps):
                 break
-            scan(pending, speed, idx)
+            # For a clip the stems explain well, the takes only add provenance: the pre-search's no is final.
+            explained = max((h.decomposition.explained for h in hyps), default=0.0)
+            scan(pending, speed, idx, presearch=speed == 1.0, fallback=explained < RESCAN_BELOW)
+    if info["presearch"] == "used" and max(h.decomposition.explained for h in hyps) < RESCAN_BELOW:
+        return everywhere()
     best_by_group: dict[tuple, Hypothesis] = {}
     for h in hyps:
         cur = best_by_group.get(h.group)
@@ -407,9 +452,10 @@ def _share_below(x: np.ndarray, samplerate: int, hz: float) -> float:
     return float(p[:k].sum()) / tot
 
 
-def _stands_out(scans: dict[int, list[ChannelScan]]) -> bool:
-    """True when some stem's coarse peak passes the significance test over all the lags searched."""
-    n = sum(len(s.pooled) * s.hop for ss in scans.values() for s in ss)
+def _stands_out(scans: dict[int, list[ChannelScan]], screened_lags: int = 0) -> bool:
+    """True when some stem's coarse peak passes the significance test over all the lags searched (with
+    those of the stems the pre-search ruled out)."""
+    n = sum(s.searched for ss in scans.values() for s in ss) + screened_lags
     zc = _z_critical(n)
     return any(s.z_of(s.best) >= zc for ss in scans.values() for s in ss)
 
@@ -458,6 +504,94 @@ def _scan_one(stem: Stem, cache: _ClipCache, speed: float, near, index, warnings
     return scan_file(stem.path, tmpl, stem.frames, stem.channels, lag_range=lag_range(stem.samplerate))
 
 
+#: Envelope pre-search (needs an 8 kHz index with envelopes): the places per timeline handed to the 8 kHz
+#: scan, the half-width (s) of the window scanned around each (wide enough that its own peak's sidelobes
+#: barely move its noise estimate; one FFT block covers it all the same), the most production takes scanned (the best
+#: by envelope score; the others count as searched and ruled out), and the shortest clip (s) it serves.
+PRESEARCH_PLACES = 3
+PRESEARCH_RADIUS_S = 1.0
+PRESEARCH_TAKES = 8
+PRESEARCH_MIN_S = 0.5
+PRESEARCH_EXCLUSION_S = 0.5
+
+
+def _presearch(sel: list[Stem], cache: _ClipCache, index, near) -> tuple[dict, dict] | None:
+    """Scan `sel` only where the clip's envelope features best match each timeline's (10 ms band-energy
+    changes, kept in the index: milliseconds for hours of stems), the waveform scan then confirming.
+
+    Returns ({j: scans of sel[j] around its timeline's best place}, {j: lags sel[j] stands for, not
+    scanned}), or None when it cannot serve (an index without envelopes, a clip too short, a window
+    already given for these stems). Every scan stands for its whole file in the significance test: the
+    false-alarm risk is that of searching everywhere. The caller searches everywhere when nothing
+    significant turns up.
+    """
+    from whichsound.index import CacheError
+
+    if index.rate != ENV_RATE or cache.clip.duration_s < PRESEARCH_MIN_S:
+        return None
+    if near is not None and any(st.role != "PROD" for st in sel):
+        return None  # the caller's window is narrower than any pre-search
+    try:
+        entries = [_entry(index, st) for st in sel]
+        energies = [e.load_energies() for e in entries]
+    except (CacheError, InputError):
+        return None
+    if any(e is None for e in energies) or any(st.samplerate <= index.rate for st in sel):
+        return None
+    clipf = getattr(cache, "envelope", None)
+    if clipf is None:
+        x8, _ = cache.get(ENV_RATE, 1.0)
+        clipf = envelope_features(to_mono(x8))
+        clipf = cache.envelope = clipf - clipf.mean(axis=0)
+    exclusion = int(PRESEARCH_EXCLUSION_S / ENV_FRAME_S)
+    ranked = []
+    for key, members in group_timelines(sel).items():
+        n = min(len(energies[j]) for j in members)
+        ref = envelope_from_energies(sum(energies[j][:n] for j in members))
+        # Half the clip may lie off either end (as in the full scan): zero change beyond the file.
+        pad = len(clipf) // 2
+        ref = np.pad(ref, ((pad, pad), (0, 0)))
+        places = [(k - pad, v) for k, v in envelope_places(ref, clipf, PRESEARCH_PLACES, exclusion)]
+        if places:
+            ranked.append((places[0][1], key, members, places))
+    ranked.sort(key=lambda r: -r[0])
+    takes = [r for r in ranked if sel[r[2][0]].role == "PROD"]
+    keep = {id(r) for r in takes[:PRESEARCH_TAKES]} | {id(r) for r in ranked if sel[r[2][0]].role != "PROD"}
+    _, tmpl = cache.get(index.rate, 1.0)
+    radius = int(PRESEARCH_RADIUS_S * index.rate)
+    scan_hop = DEFAULT_HOP // 8  # scan_array's
+    found: dict[int, list[ChannelScan]] = {}
+    ruled: dict[int, int] = {j: entries[j].analysis_frames * entries[j].channels for j in range(len(sel))}
+    for r in ranked:
+        if id(r) not in keep:
+            continue
+        _, _, members, places = r
+        # Every place is scanned and kept: the fit decides among their peaks (a line the edit used twice,
+        # a library effect used again, match one stem at several places; only the true one fits them all).
+        starts = sorted({frame * round(ENV_FRAME_S * index.rate) - radius for frame, _ in places})
+        for j in members:
+            data = entries[j].load()
+            parts = [scan_array(data, tmpl, scale=sel[j].samplerate / index.rate, lag_range=(lo, lo + 2 * radius))
+                     for lo in _aligned_starts(starts, scan_hop, -(tmpl.length // 2))]
+            found[j] = [merge_scans([p[c] for p in parts]) for c in range(len(parts[0]))]
+            for c in found[j]:
+                c.lags = int(data.shape[1])
+            ruled.pop(j)
+    return found, ruled
+
+
+def _aligned_starts(starts: list[int], hop: int, first: int) -> list[int]:
+    """Window starts moved down to one grid of `hop` (so their bins merge), none before `first` (the
+    scan's first lag, moved up to the grid), repeats dropped."""
+    first = -((-first) // hop) * hop
+    out: list[int] = []
+    for lo in sorted(starts):
+        lo = max(lo - lo % hop, first)
+        if not out or lo != out[-1]:
+            out.append(lo)
+    return out
+
+
 def _needs_takes(hyps: list[Hypothesis]) -> bool:
     """True when the best fit so far is a dialogue stem's or explains under RESCAN_BELOW of the clip."""
     if not hyps:
@@ -487,33 +621,17 @@ def _significant_groups(groups: dict, scans: dict[int, list[ChannelScan]], zc: f
 
 
 _FEATURES: dict[tuple, np.ndarray] = {}
-#: Samples of a timeline's 8 kHz copies summed at a time for its envelope features (a whole number of
-#: the features' 80-sample hops).
-_FEATURE_BLOCK = 80 << 13
 #: Speed-search results closer than this to 1 are left to the speed-1 search and refine_speed.
 SEARCH_MIN_CHANGE = 5e-4
 
 
 def _timeline_features(index, members: list[int], stems: list[Stem]) -> np.ndarray:
     """Envelope features of a timeline's stems summed to mono, from the index's copies (which must be at
-    the features' 8 kHz), block by block: memory grows by 32 bytes per 10 ms of timeline. Cached per
-    process."""
+    the features' 8 kHz), block by block (align.summed_band_energies). Cached per process."""
     key = (str(index.dir), tuple((str(stems[m].path), stems[m].frames) for m in members))
     if key not in _FEATURES:
         arrays = [_entry(index, stems[m]).load() for m in members]
-        n = min(a.shape[1] for a in arrays)
-        block, overlap = _FEATURE_BLOCK, 256 - 80
-        energies = []
-        for lo in range(0, n, block):
-            hi = min(n, lo + block + overlap)
-            mono = np.zeros(hi - lo, dtype=np.float32)
-            for a in arrays:
-                mono += np.asarray(a[:, lo:hi], dtype=np.float32).sum(axis=0)
-            e = band_energies(mono)
-            energies.append(e if hi == n else e[: block // 80])
-            if hi == n:
-                break
-        _FEATURES[key] = envelope_from_energies(np.concatenate(energies))
+        _FEATURES[key] = envelope_from_energies(summed_band_energies(arrays))
     return _FEATURES[key]
 
 

@@ -143,6 +143,8 @@ def render_locate(result, console, *, top: int = 10) -> None:
                       "later searches reuse it)[/]")
     if info.get("fallback") and info.get("cache"):
         console.print(f"[dim]{info['fallback']}[/]")
+    if info.get("presearch") not in (None, "used"):
+        console.print(f"[dim]envelope pre-search {info['presearch']}[/]")
     console.print(table)
     style = "bold green" if result.found else "bold yellow"
     console.print(f"[{style}]{result.verdict.text}[/] Confidence {result.verdict.confidence:.2f}.")
