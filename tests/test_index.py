@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import time
 import sqlite3
 import sys
+import time
 
 import numpy as np
 import pytest
