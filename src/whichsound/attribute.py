@@ -200,9 +200,19 @@ def decompose(
         gram = a.conj().T @ a
         ridge = 1e-6 * float(np.real(np.trace(gram))) / K + 1e-12
         fits.append((lo, hi, np.linalg.solve(gram + ridge * np.eye(K), a.conj().T @ y)))  # (K, cc)
-    # Lost bands borrow gains from the nearest band the clip kept whole: a band straddling the cut-off is
-    # attenuated near it (the codec's roll-off), its gains too low.
-    whole = [j for j, (lo, hi, g) in enumerate(fits) if g is not None and live_bin[lo:hi].all()]
+    # Bands where the clip's path removed the stems (a phone's band-pass under its hiss): their fitted
+    # gains fall far below the others', while a noise added to the clip leaves the gains as they are.
+    removed, passband = _removed_bands(fits, A)
+    for j in removed:
+        lo, hi, _ = fits[j]
+        fits[j] = (lo, hi, None)
+        live_bin[lo:hi] = False
+    # Lost bands borrow gains from the nearest band the clip kept whole and passed at about the level of
+    # the others: a band straddling the cut-off is attenuated near it (the codec's roll-off, a phone
+    # filter's skirt), its gains too low.
+    whole = [j for j, (lo, hi, g) in enumerate(fits)
+             if g is not None and live_bin[lo:hi].all() and (passband is None or j in passband)]
+    whole = whole or [j for j, (lo, hi, g) in enumerate(fits) if g is not None and live_bin[lo:hi].all()]
     fitted = whole or [j for j, f in enumerate(fits) if f[2] is not None]
     for j, (lo, hi, g) in enumerate(fits):
         if g is None:
@@ -227,6 +237,49 @@ def decompose(
                 resid_e += np.sum(np.abs(y_b - fit_total) ** 2, axis=(1, 2))
                 total_e += np.sum(np.abs(y_b) ** 2, axis=(1, 2))
     return Decomposition(t_frames, comp_e, resid_e, total_e, np.ones(F))
+
+
+#: A band whose power transfer from the stems to the clip (fitted over unit-gain energy) is this far (dB)
+#: under the median band's was removed by the clip's path; None: never.
+REMOVED_BAND_DB: float | None = 15.0
+#: Only bands where the stems have energy within this many dB of their strongest band judge the transfer.
+_TRANSFER_RANGE_DB = 40.0
+
+
+#: Bands whose transfer is within this many dB of the median band's form the clip's passband.
+PASSBAND_DB = 6.0
+
+
+def _removed_bands(fits: list, A: np.ndarray) -> tuple[list[int], set[int] | None]:
+    """(bands whose fitted transfer from the stems is REMOVED_BAND_DB under the median of the bands where
+    the stems sound, bands within PASSBAND_DB of it) as indices into `fits`; (.., None) when the stems
+    sound in too few bands to judge. The clip's path (a phone, a band-pass) took the stems out of the
+    first, so the clip's power there is the path's own noise, not a sound added to the mix: a noise added
+    to the clip leaves the stems' gains, and the transfer, as they were."""
+    if REMOVED_BAND_DB is None:
+        return [], None
+    src, fit = [], []
+    for lo, hi, g in fits:
+        if g is None:
+            src.append(0.0)
+            fit.append(0.0)
+            continue
+        a = A[:, lo:hi, :]
+        src.append(float(np.sum(np.abs(a) ** 2)))
+        fit.append(float(np.sum(np.abs(np.einsum("fbk,kc->fbc", a, g)) ** 2)))
+    src_a, fit_a = np.array(src), np.array(fit)
+    if src_a.max() <= 0:
+        return [], None
+    sounding = src_a >= src_a.max() * 10 ** (-_TRANSFER_RANGE_DB / 10)
+    if sounding.sum() < 3:
+        return [], None
+    transfer = np.where(sounding, fit_a / np.maximum(src_a, 1e-30), 0.0)
+    ref = float(np.median(transfer[sounding]))
+    if ref <= 0:
+        return [], None
+    removed = np.flatnonzero(sounding & (transfer < ref * 10 ** (-REMOVED_BAND_DB / 10)))
+    passband = np.flatnonzero(sounding & (np.abs(10 * np.log10(np.maximum(transfer, 1e-30) / ref)) <= PASSBAND_DB))
+    return [int(j) for j in removed], {int(j) for j in passband}
 
 
 #: A frequency bin whose mean power in the clip is this far (dB) under the clip's strongest bin was cut by
