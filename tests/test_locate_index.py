@@ -186,9 +186,9 @@ def test_presearch_that_points_wrong_falls_back_to_searching_everywhere(tmp_path
     start = 14 * SR + SR // 4  # the other line: one place only
     clip = tmp_path / "clip.wav"
     sf.write(clip, mix[start : start + 2 * SR], SR, subtype="FLOAT")
-    # Envelopes that point only at places 10 s away from the truth
+    # Envelopes that point only at places over 10 s away from the truth (frames of the padded reference)
     monkeypatch.setattr(loc, "envelope_places",
-                        lambda ref, c, count, excl: [(int(f * 100), 0.5) for f in (2.0, 32.0)])
+                        lambda ref, c, count, excl, **kw: [(int(f * 100), 0.5) for f in (2.0, 32.0)])
     got = locate(clip, [str(stems)], index=str(tmp_path / "c"))
     assert got.index["presearch"] in ("missed", "explained little: searched everywhere")
     assert got.verdict.match.offset == pytest.approx(start, abs=0.5)

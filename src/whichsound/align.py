@@ -596,33 +596,37 @@ def envelope_ncc(ref: np.ndarray, clip: np.ndarray, *, spectrum=None) -> np.ndar
     ce = float(np.sum(clip.astype(np.float64) ** 2))
     if ce <= 0:
         return np.zeros(len(ref) - m + 1)
-    n, R = spectrum if spectrum is not None else _ref_spectrum(ref, m)
+    n, R = spectrum if spectrum is not None else envelope_spectrum(ref, m)
     corr = fft.irfft(R * np.conj(fft.rfft(clip, n, axis=0)), n, axis=0).sum(axis=1)[: len(ref) - m + 1]
     cs = np.concatenate([np.zeros(1), np.cumsum(np.sum(ref.astype(np.float64) ** 2, axis=1))])
     e = cs[m:] - cs[: len(ref) - m + 1]
     return corr / np.sqrt(np.maximum(e, 1e-12) * ce)
 
 
-def _ref_spectrum(ref: np.ndarray, max_len: int):
+def envelope_spectrum(ref: np.ndarray, max_len: int) -> tuple[int, np.ndarray]:
+    """(n, rfft of `ref` over n frames): envelope_ncc's `spectrum` for clips up to `max_len` frames."""
     from scipy import fft
 
     n = fft.next_fast_len(len(ref) + max_len, real=True)
     return n, fft.rfft(ref, n, axis=0)
 
 
-def envelope_places(ref: np.ndarray, clip: np.ndarray, count: int, exclusion: int) -> list[tuple[int, float]]:
+def envelope_places(ref: np.ndarray, clip: np.ndarray, count: int, exclusion: int, *,
+                    spectrum=None) -> list[tuple[int, float]]:
     """The `count` best places (ref frame, score) of mean-removed clip features in `ref`, at least
-    `exclusion` frames apart, best first: the candidates a pre-search hands to the waveform scan."""
-    score = envelope_ncc(ref, clip)
+    `exclusion` frames apart, best first: the candidates a pre-search hands to the waveform scan.
+    `spectrum`: envelope_spectrum(ref, >= len(clip)) when the caller reuses it."""
+    score = envelope_ncc(ref, clip, spectrum=spectrum)
     out: list[tuple[int, float]] = []
-    if len(score) == 0:
-        return out
-    order = np.argsort(score)[::-1]
-    for k in order[: max(count * (2 * exclusion + 1) * 4, 64)]:
-        if all(abs(int(k) - p) > exclusion for p, _ in out):
-            out.append((int(k), float(score[k])))
-            if len(out) == count:
-                break
+    score = np.array(score, dtype=np.float64)
+    for _ in range(count):
+        if len(score) == 0 or not np.isfinite(score).any():
+            break
+        k = int(np.nanargmax(np.where(np.isfinite(score), score, -np.inf)))
+        if score[k] == -np.inf:
+            break
+        out.append((k, float(score[k])))
+        score[max(0, k - exclusion) : k + exclusion + 1] = -np.inf
     return out
 
 
@@ -653,7 +657,7 @@ def speed_search(
         if len(ref) <= max_len:
             out.append((1.0, 0.0, 0.0))
             continue
-        spectrum = _ref_spectrum(ref, max_len)
+        spectrum = envelope_spectrum(ref, max_len)
         curve = []
         for c in clips:
             score = envelope_ncc(ref, c, spectrum=spectrum)

@@ -25,6 +25,7 @@ from whichsound.align import (
     envelope_features,
     envelope_from_energies,
     envelope_places,
+    envelope_spectrum,
     make_template,
     merge_scans,
     refine_peak,
@@ -545,13 +546,12 @@ def _presearch(sel: list[Stem], cache: _ClipCache, index, near) -> tuple[dict, d
         clipf = cache.envelope = clipf - clipf.mean(axis=0)
     exclusion = int(PRESEARCH_EXCLUSION_S / ENV_FRAME_S)
     ranked = []
+    longest = 1 << max(0, (len(clipf) - 1).bit_length())  # clip lengths in octaves: references reused
     for key, members in group_timelines(sel).items():
-        n = min(len(energies[j]) for j in members)
-        ref = envelope_from_energies(sum(energies[j][:n] for j in members))
-        # Half the clip may lie off either end (as in the full scan): zero change beyond the file.
-        pad = len(clipf) // 2
-        ref = np.pad(ref, ((pad, pad), (0, 0)))
-        places = [(k - pad, v) for k, v in envelope_places(ref, clipf, PRESEARCH_PLACES, exclusion)]
+        ref, pad, spectrum = _envelope_reference([sel[j] for j in members], [entries[j] for j in members],
+                                                 [energies[j] for j in members], longest)
+        places = [(k - pad, v) for k, v in
+                  envelope_places(ref, clipf, PRESEARCH_PLACES, exclusion, spectrum=spectrum)]
         if places:
             ranked.append((places[0][1], key, members, places))
     ranked.sort(key=lambda r: -r[0])
@@ -578,6 +578,24 @@ def _presearch(sel: list[Stem], cache: _ClipCache, index, near) -> tuple[dict, d
                 c.lags = int(data.shape[1])
             ruled.pop(j)
     return found, ruled
+
+
+_REFERENCES: dict[tuple, tuple] = {}
+
+
+def _envelope_reference(stems: list[Stem], entries: list, energies: list[np.ndarray], longest: int):
+    """A timeline's envelope features for the pre-search of clips up to `longest` frames: (features padded
+    with `pad` frames of no change at each end, so half such a clip may lie off either end as in the full
+    scan; pad; their spectrum). Kept per process: batch asks the same of every note."""
+    key = (tuple((str(st.path), e.env_checksum) for st, e in zip(stems, entries, strict=True)), longest)
+    if key not in _REFERENCES:
+        if len(_REFERENCES) >= 512:
+            _REFERENCES.clear()
+        n = min(len(e) for e in energies)
+        pad = longest // 2
+        ref = np.pad(envelope_from_energies(sum(e[:n] for e in energies)), ((pad, pad), (0, 0)))
+        _REFERENCES[key] = (ref, pad, envelope_spectrum(ref, longest))
+    return _REFERENCES[key]
 
 
 def _aligned_starts(starts: list[int], hop: int, first: int) -> list[int]:
