@@ -310,9 +310,19 @@ def locate(
         while True:
             n_lags = n_before + sum(c.searched for ss in scans.values() for c in ss) + sum(screened.values())
             todo = {k: v for k, v in scanned_groups().items() if k not in fitted}
+            # A timeline that explains the clip at this speed with no drift settles it for the takes too
+            # (they ran at the speed the edit was cut from): no per-take speed estimate.
+            best_of: dict[tuple, Hypothesis] = {}
+            for h in hyps:
+                if h.group[:1] != ("take",) and (h.group not in best_of or h.decomposition.explained
+                                                 > best_of[h.group].decomposition.explained):
+                    best_of[h.group] = h
+            settled = any(h.speed == speed and h.decomposition.explained >= RESCAN_BELOW
+                          for h in best_of.values())
             for key, members in _significant_groups(todo, scans, _z_critical(n_lags)).items():
+                is_take = key[:1] == ("take",)
                 hyps.extend(_group_hypotheses(key, members, stems, scans, cache, speed, focus, band,
-                                              estimate_speed=not speed_known))
+                                              estimate_speed=not speed_known and not (is_take and settled)))
             fitted |= set(todo)
             pending = [i for i in takes if i not in scans and i not in gone and i not in screened]
             if not pending or not _needs_takes(hyps):
