@@ -233,3 +233,35 @@ def _take_with_line(path: Path) -> np.ndarray:
     x += 0.003 * rng.standard_normal(len(x)).astype(np.float32)
     sf.write(path, np.stack([x, 0.6 * x], axis=1), SR, subtype="FLOAT")
     return x[6 * SR : 6 * SR + len(line)]
+
+
+def test_full_rate_significance_rescores_the_winner_where_the_fit_was_made(tmp_path):
+    # A winner not significant at 8 kHz is re-tested on full-rate scans of its own files: its peaks get
+    # the z of those scans at its lag, and the critical z is that of as many lags at full rate (6x here).
+    import whichsound.locate as loc
+    from whichsound.attribute import Decomposition
+    from whichsound.audio import read_clip
+    from whichsound.stems import discover
+
+    rng = np.random.default_rng(21)
+    n = 12 * SR
+    x = (0.01 * rng.standard_normal(n)).astype(np.float32)
+    burst = (0.3 * rng.standard_normal(SR // 2)).astype(np.float32)
+    at = 7 * SR + 123
+    x[at : at + len(burst)] += burst
+    stems = tmp_path / "stems"
+    stems.mkdir()
+    sf.write(stems / "R1_FX.wav", x, SR, subtype="FLOAT")
+    sf.write(tmp_path / "clip.wav", x[at - SR // 4 : at + SR // 2], SR, subtype="FLOAT")
+    stem = discover([str(stems)]).stems[0]
+    cache = loc._ClipCache(read_clip(tmp_path / "clip.wav"))
+    dec = Decomposition(np.zeros(1), np.zeros((1, 1)), np.zeros(1), np.ones(1), np.ones(1))
+    lag = float(at - SR // 4)
+    h = loc.Hypothesis(("t",), (stem,), lag, (loc._Peak(0, 0.9, 0.0, int(lag), 0.9),), dec)
+    got, zcrit = loc._full_rate_significance(h, cache, None, 100_000, 8000)
+    assert zcrit == pytest.approx(loc._z_critical(600_000))
+    assert got.peaks[0].z > zcrit  # the burst stands far out of the noise at full rate
+    assert got.lag == h.lag and got.peaks[0].ncc == h.peaks[0].ncc  # only the z changes
+    # at a lag where the clip is not, the full-rate z stays low
+    off = loc.Hypothesis(("t",), (stem,), float(2 * SR), h.peaks, dec)
+    assert loc._full_rate_significance(off, cache, None, 100_000, 8000)[0].peaks[0].z < zcrit
