@@ -202,17 +202,13 @@ def decompose(
         fits.append((lo, hi, np.linalg.solve(gram + ridge * np.eye(K), a.conj().T @ y)))  # (K, cc)
     # Bands where the clip's path removed the stems (a phone's band-pass under its hiss): their fitted
     # gains fall far below the others', while a noise added to the clip leaves the gains as they are.
-    removed, passband = _removed_bands(fits, A)
-    for j in removed:
+    for j in _removed_bands(fits, A):
         lo, hi, _ = fits[j]
         fits[j] = (lo, hi, None)
         live_bin[lo:hi] = False
-    # Lost bands borrow gains from the nearest band the clip kept whole and passed at about the level of
-    # the others: a band straddling the cut-off is attenuated near it (the codec's roll-off, a phone
-    # filter's skirt), its gains too low.
-    whole = [j for j, (lo, hi, g) in enumerate(fits)
-             if g is not None and live_bin[lo:hi].all() and (passband is None or j in passband)]
-    whole = whole or [j for j, (lo, hi, g) in enumerate(fits) if g is not None and live_bin[lo:hi].all()]
+    # Lost bands borrow gains from the nearest band the clip kept whole: a band straddling the cut-off is
+    # attenuated near it (the codec's roll-off), its gains too low.
+    whole = [j for j, (lo, hi, g) in enumerate(fits) if g is not None and live_bin[lo:hi].all()]
     fitted = whole or [j for j, f in enumerate(fits) if f[2] is not None]
     for j, (lo, hi, g) in enumerate(fits):
         if g is None:
@@ -246,18 +242,13 @@ REMOVED_BAND_DB: float | None = 15.0
 _TRANSFER_RANGE_DB = 40.0
 
 
-#: Bands whose transfer is within this many dB of the median band's form the clip's passband.
-PASSBAND_DB = 6.0
-
-
-def _removed_bands(fits: list, A: np.ndarray) -> tuple[list[int], set[int] | None]:
-    """(bands whose fitted transfer from the stems is REMOVED_BAND_DB under the median of the bands where
-    the stems sound, bands within PASSBAND_DB of it) as indices into `fits`; (.., None) when the stems
-    sound in too few bands to judge. The clip's path (a phone, a band-pass) took the stems out of the
-    first, so the clip's power there is the path's own noise, not a sound added to the mix: a noise added
-    to the clip leaves the stems' gains, and the transfer, as they were."""
+def _removed_bands(fits: list, A: np.ndarray) -> list[int]:
+    """Bands (indices into `fits`) whose fitted transfer from the stems is REMOVED_BAND_DB under the median
+    of the bands where the stems sound: the clip's path (a phone, a band-pass) took the stems out there,
+    so the clip's power in them is the path's own noise, not a sound added to the mix (a noise added to
+    the clip leaves the stems' gains, and the transfer, as they were). Too few sounding bands: none."""
     if REMOVED_BAND_DB is None:
-        return [], None
+        return []
     src, fit = [], []
     for lo, hi, g in fits:
         if g is None:
@@ -269,17 +260,15 @@ def _removed_bands(fits: list, A: np.ndarray) -> tuple[list[int], set[int] | Non
         fit.append(float(np.sum(np.abs(np.einsum("fbk,kc->fbc", a, g)) ** 2)))
     src_a, fit_a = np.array(src), np.array(fit)
     if src_a.max() <= 0:
-        return [], None
+        return []
     sounding = src_a >= src_a.max() * 10 ** (-_TRANSFER_RANGE_DB / 10)
     if sounding.sum() < 3:
-        return [], None
+        return []
     transfer = np.where(sounding, fit_a / np.maximum(src_a, 1e-30), 0.0)
     ref = float(np.median(transfer[sounding]))
     if ref <= 0:
-        return [], None
-    removed = np.flatnonzero(sounding & (transfer < ref * 10 ** (-REMOVED_BAND_DB / 10)))
-    passband = np.flatnonzero(sounding & (np.abs(10 * np.log10(np.maximum(transfer, 1e-30) / ref)) <= PASSBAND_DB))
-    return [int(j) for j in removed], {int(j) for j in passband}
+        return []
+    return [int(j) for j in np.flatnonzero(sounding & (transfer < ref * 10 ** (-REMOVED_BAND_DB / 10)))]
 
 
 #: A frequency bin whose mean power in the clip is this far (dB) under the clip's strongest bin was cut by
