@@ -591,6 +591,8 @@ def _presearch(sel: list[Stem], cache: _ClipCache, index, near) -> tuple[dict, d
 
 
 _REFERENCES: dict[tuple, tuple] = {}
+#: Bytes of envelope references (and spectra) kept per process before they are let go.
+REFERENCES_BYTES = 256 << 20
 
 
 def _envelope_reference(stems: list[Stem], entries: list, energies: list[np.ndarray], longest: int):
@@ -599,7 +601,8 @@ def _envelope_reference(stems: list[Stem], entries: list, energies: list[np.ndar
     scan; pad; their spectrum). Kept per process: batch asks the same of every note."""
     key = (tuple((str(st.path), e.env_checksum) for st, e in zip(stems, entries, strict=True)), longest)
     if key not in _REFERENCES:
-        if len(_REFERENCES) >= 512:
+        held = sum(r.nbytes + sp[1].nbytes for r, _, sp in _REFERENCES.values())
+        if held > REFERENCES_BYTES:  # bounded memory: about 35 MB per hour of timeline and clip octave
             _REFERENCES.clear()
         n = min(len(e) for e in energies)
         pad = longest // 2
