@@ -265,3 +265,40 @@ def test_full_rate_significance_rescores_the_winner_where_the_fit_was_made(tmp_p
     # at a lag where the clip is not, the full-rate z stays low
     off = loc.Hypothesis(("t",), (stem,), float(2 * SR), h.peaks, dec)
     assert loc._full_rate_significance(off, cache, None, 100_000, 8000)[0].peaks[0].z < zcrit
+
+
+def test_fit_significance_sets_the_winners_fit_against_fits_at_random_places(tmp_path):
+    # A peak the whitened correlation calls weak can still be where the fit explains the clip: the fit's
+    # own test compares its explained share with the same stems fitted at random places.
+    import whichsound.locate as loc
+    from conftest import sfx, speech
+    from whichsound.attribute import decompose
+    from whichsound.audio import read_clip
+    from whichsound.stems import discover
+
+    rng = np.random.default_rng(4)
+    n = 20 * SR
+    x = np.zeros(n, np.float32)
+    line = 0.5 * speech("sense_and_sensibility_01_austen_64kb-0870")
+    x[2 * SR : 2 * SR + len(line)] += line
+    engine = 0.4 * sfx("btanks__engine-car")[: SR]
+    at = 11 * SR
+    x[at : at + len(engine)] += engine
+    x += (0.003 * rng.standard_normal(n)).astype(np.float32)
+    stems = tmp_path / "stems"
+    stems.mkdir()
+    sf.write(stems / "R1_DX.wav", x, SR, subtype="FLOAT")
+    sf.write(tmp_path / "clip.wav", engine, SR, subtype="FLOAT")
+    stem = discover([str(stems)]).stems[0]
+    cache = loc._ClipCache(read_clip(tmp_path / "clip.wav"))
+    samples, _ = cache.get(SR)
+
+    def hyp(lag: float) -> loc.Hypothesis:
+        dec = decompose(samples, [loc._aligned(stem, lag, len(samples))], SR)
+        return loc.Hypothesis(("t",), (stem,), lag, (loc._Peak(0, 0.1, 0.0, int(lag), 0.1),), dec)
+
+    right = loc._fit_significance(hyp(float(at)), cache, None)
+    wrong = loc._fit_significance(hyp(float(16 * SR)), cache, None)  # the bed alone there
+    # the engine is all of the clip at its place and nowhere else: far past any critical z of the scan
+    assert right > loc._z_critical(n)
+    assert wrong < 3.0  # a place like the random ones

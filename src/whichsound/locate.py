@@ -349,6 +349,15 @@ def locate(
     matches += _unfitted_matches(scanned_groups(), best_by_group, stems, scans)
     verdict = _verdict(winner, matches, zcrit, min_score)
     ev = verdict.evidence or {}
+    if idx is None and ev.get("z", 0.0) < ev.get("z_critical", 0.0) \
+            and winner.decomposition.explained >= FIT_TEST_MIN_EXPLAINED:
+        # The whitened correlation can miss a sound whose spectrum the stem's other sounds outweigh where
+        # the whitening lifts it; the fit, with a gain per band, still explains it. Test the fit itself
+        # against fits of the same stems at random places: as many standard deviations as the scan needs.
+        z_fit = _fit_significance(winner, cache, band)
+        if z_fit >= zcrit:
+            verdict = _verdict(winner, matches, zcrit, min_score, z_fit=z_fit)
+            ev = verdict.evidence or {}
     if idx is not None and ev.get("z", 0.0) < ev.get("z_critical", 0.0):
         # Nothing significant at 8 kHz: a sound weak in its stem loses more to the narrower band (its
         # peak's z falls with the square root of the bandwidth) than the full-rate search would.
@@ -872,7 +881,36 @@ def _unfitted_matches(groups: dict, fitted: dict, stems: list[Stem], scans) -> l
     return out
 
 
-def _verdict(winner: Hypothesis, matches: list[Match], zcrit: float, min_score: float | None) -> Verdict:
+#: The fit's own significance test runs when the correlation's peak is not significant but the fit
+#: explains at least this share of the clip; FIT_TEST_PLACES random places make its null distribution.
+FIT_TEST_MIN_EXPLAINED = 0.5
+FIT_TEST_PLACES = 16
+
+
+def _fit_significance(winner: Hypothesis, cache: _ClipCache, band) -> float:
+    """How many standard deviations the winner's explained share stands above that of the same stems
+    fitted at FIT_TEST_PLACES places drawn at random (seeded) over the file, 1 s or more from its lag."""
+    sr = winner.stems[0].samplerate
+    samples, _ = cache.get(sr, winner.speed)
+    n = samples.shape[0]
+    frames = min(st.frames for st in winner.stems)
+    rng = np.random.default_rng(12345)
+    far = [lag for lag in rng.uniform(-n / 2, max(frames - n / 2, 1.0), 4 * FIT_TEST_PLACES)
+           if abs(lag - winner.lag) > sr][:FIT_TEST_PLACES]
+    if len(far) < 4:
+        return 0.0
+    null = []
+    for lag in far:
+        regs = [_aligned(st, float(round(lag)), n) for st in winner.stems]
+        null.append(decompose(samples, regs, sr, band=band, clip_stft=cache.stft(sr, winner.speed)).explained)
+    mu, sd = float(np.mean(null)), float(np.std(null, ddof=1))
+    return (winner.decomposition.explained - mu) / max(sd, 0.01)
+
+
+def _verdict(winner: Hypothesis, matches: list[Match], zcrit: float, min_score: float | None,
+             z_fit: float | None = None) -> Verdict:
+    """The verdict from the winning timeline's decomposition; `z_fit`: the fit's own significance
+    (_fit_significance) when the correlation's peak fell short of `zcrit` but the fit passed it."""
     dec = winner.decomposition
     in_winner = [m for m in matches if any(m.stem is s for s in winner.stems)]
     ranked = sorted(in_winner, key=lambda m: -(m.share or 0.0))
@@ -880,7 +918,8 @@ def _verdict(winner: Hypothesis, matches: list[Match], zcrit: float, min_score: 
     top_share = top.share or 0.0
     second = ranked[1].share or 0.0 if len(ranked) > 1 else 0.0
     zmax = max(m.z for m in in_winner)
-    aligned = zmax >= zcrit and (min_score is None or top.score >= min_score)
+    aligned = (zmax >= zcrit or (z_fit is not None and z_fit >= zcrit)) and (
+        min_score is None or top.score >= min_score)
     floor = dec.residual_floor()
     excess = max(dec.residual - floor, 0.0) / max(1.0 - floor, 1e-9)
     in_no_stem = (
@@ -901,6 +940,8 @@ def _verdict(winner: Hypothesis, matches: list[Match], zcrit: float, min_score: 
         "z_critical": round(zcrit, 2),
         "score": round(top.score, 4),
     }
+    if z_fit is not None:
+        evidence["z_fit"] = round(z_fit, 2)
     shares_txt = ", ".join(f"{m.stem.role} {m.share:.2f}" for m in ranked[:3])
     if not aligned or in_no_stem:
         why = (
