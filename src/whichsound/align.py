@@ -523,6 +523,9 @@ def refine_speed(
 ENV_RATE, _ENV_HOP, _ENV_NFFT = 8000, 80, 256
 #: Seconds per envelope frame.
 ENV_FRAME_S = _ENV_HOP / ENV_RATE
+#: Log-spaced bands (100-3800 Hz) of band_energies(), as FFT bin edges.
+_ENV_EDGES = np.unique(np.round(np.geomspace(100, 3800, 9) * _ENV_NFFT / ENV_RATE).astype(int))
+ENV_BANDS = len(_ENV_EDGES) - 1
 
 
 def band_energies(x: np.ndarray) -> np.ndarray:
@@ -536,7 +539,7 @@ def band_energies(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     if len(x) < _ENV_NFFT:
         x = np.pad(x, (0, _ENV_NFFT - len(x)))
-    edges = np.unique(np.round(np.geomspace(100, 3800, 9) * _ENV_NFFT / ENV_RATE).astype(int))
+    edges = _ENV_EDGES
     win = np.hanning(_ENV_NFFT).astype(np.float32)
     frames = sliding_window_view(x, _ENV_NFFT)[::_ENV_HOP]
     out = [np.zeros((0, len(edges) - 1), np.float32)]
@@ -566,7 +569,7 @@ def summed_band_energies(arrays: list[np.ndarray]) -> np.ndarray:
         out.append(e if hi == n else e[: _ENERGY_BLOCK // _ENV_HOP])
         if hi == n:
             break
-    return np.concatenate(out) if out else np.zeros((0, 8), np.float32)
+    return np.concatenate(out) if out else np.zeros((0, ENV_BANDS), np.float32)
 
 
 def envelope_from_energies(e: np.ndarray) -> np.ndarray:

@@ -58,6 +58,7 @@ from pathlib import Path
 
 import numpy as np
 
+from whichsound.align import ENV_BANDS, ENV_RATE
 from whichsound.audio import iter_blocks, probe
 from whichsound.errors import AudioReadError, WhichsoundError
 
@@ -91,9 +92,8 @@ TMP_PREFIX = ".tmp-"
 IDENT_SETTLE_S = 2.0
 TMP_STALE_S = 3600.0  # prune() removes temp files untouched this long (an interrupted build's)
 _F16_MAX = float(np.finfo(np.float16).max)
-#: The envelope sidecar: band energies per 10 ms at this analysis rate (align.ENV_RATE, 8 bands).
+#: The envelope sidecar (band energies per 10 ms, made at align.ENV_RATE only) is arrays/<name> + this.
 ENV_SUFFIX = ".env.npy"
-_ENV_RATE, _ENV_BANDS = 8000, 8
 _BUSY_MS = 60_000
 
 ProgressCallback = Callable[[int, int, Path, "Entry | WhichsoundError"], None]
@@ -313,7 +313,6 @@ class Index:
         self.locks_dir = self.dir / "locks"
         self.catalog_path = self.dir / CATALOG
         self._verified: dict[str, str] = {}  # file name -> identity already hashed by this process
-        self._settled: list[tuple[str, str]] = []  # (file name, identity) hashed equal, to record
         try:
             for d in (self.dir, self.arrays_dir, self.locks_dir):
                 d.mkdir(parents=True, exist_ok=True)
@@ -455,12 +454,15 @@ class Index:
             return None
         if (size, mtime_ns, check) != (entry.size, entry.mtime_ns, entry.content_check):
             return None
-        self._settled = []
-        if not (self._array_ok(entry, row[11], row[14]) and self._env_ok(entry, row[17])):
+        settled: dict[str, str] = {}
+        arrays_ok = self._file_ok(entry.array_path, (entry.channels, entry.analysis_frames), "<f2",
+                                  entry.array_checksum, row[14], settled, nbytes=row[11])
+        if not arrays_ok or (entry.env_frames and not self._file_ok(
+                entry.env_path, (entry.env_frames, ENV_BANDS), "<f4", entry.env_checksum, row[17], settled)):
             self._drop(entry)
             return None
-        if self._settled:
-            self._record_idents(entry, dict(self._settled))
+        if settled:
+            self._record_idents(entry, settled)
         return entry
 
     def _record_idents(self, entry: Entry, idents: dict[str, str]) -> None:
@@ -472,58 +474,38 @@ class Index:
                             "AND array_name = ?", (ident, str(entry.source), entry.analysis_rate,
                                                    entry.array_path.name))
 
-    def _unchanged(self, path: Path, st: os.stat_result, stored_ident: str, checksum: str) -> bool:
-        """True when `path` holds the bytes hashed to `checksum`: its identity (inode, size, mtime, ctime)
-        is the one recorded after an earlier full hash, or this process hashed it already, or it hashes
-        equal now. Any write, truncation or touch moves ctime, which no process can set back; an identity
-        is recorded only once ctime is over IDENT_SETTLE_S old, so a write in the same clock tick as the
-        last one cannot go unseen."""
-        ident = _ident(st)
-        if ident == stored_ident or self._verified.get(path.name) == ident:
-            return True
-        if _sha256_file(path) != checksum:
-            return False
-        self._verified[path.name] = ident
-        if time.time() - st.st_ctime > IDENT_SETTLE_S and _ident(os.stat(path)) == ident:
-            self._settled.append((path.name, ident))
-        return True
+    def _file_ok(self, path: Path, shape: tuple[int, int], dtype: str, checksum: str, stored_ident: str,
+                 settled: dict[str, str], *, nbytes: int | None = None) -> bool:
+        """True when the .npy at `path` has a well-formed header for `shape` and `dtype`, the length that
+        implies (and `nbytes`, the catalog's, when given) and, with verify="full", the bytes hashed to
+        `checksum`.
 
-    def _env_ok(self, entry: Entry, stored_ident: str) -> bool:
-        if entry.env_frames == 0:
-            return True
-        path = entry.env_path
+        The hash is skipped when the file's identity (inode, size, mtime, ctime) is `stored_ident`, recorded
+        after an earlier full hash, or one this process hashed already. Any write, truncation or touch
+        moves ctime, which no process can set back. A file that hashes equal and whose ctime is over
+        IDENT_SETTLE_S old goes into `settled` (name -> identity) for the caller to record: a write in the
+        same clock tick as the last one cannot go unseen."""
         try:
             st = os.stat(path)
             with open(path, "rb") as f:
                 if np.lib.format.read_magic(f) != (1, 0):
                     return False
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-                expected = f.tell() + entry.env_frames * _ENV_BANDS * 4
-            if shape != (entry.env_frames, _ENV_BANDS) or fortran or dtype != np.dtype("<f4") \
-                    or st.st_size != expected:
-                return False
-            return self.verify == "quick" or self._unchanged(path, st, stored_ident, entry.env_checksum)
-        except (OSError, ValueError):
-            return False
-
-    def _array_ok(self, entry: Entry, nbytes: int, stored_ident: str = "") -> bool:
-        path = entry.array_path
-        try:
-            st = os.stat(path)
-            if st.st_size != nbytes:
-                return False
-            with open(path, "rb") as f:
-                version = np.lib.format.read_magic(f)
-                if version != (1, 0):
-                    return False
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-                expected = f.tell() + entry.channels * entry.analysis_frames * 2
-            if (shape != (entry.channels, entry.analysis_frames) or fortran or dtype != np.dtype("<f2")
-                    or expected != nbytes):
+                got_shape, fortran, got_dtype = np.lib.format.read_array_header_1_0(f)
+                expected = f.tell() + shape[0] * shape[1] * np.dtype(dtype).itemsize
+            if (got_shape != shape or fortran or got_dtype != np.dtype(dtype) or st.st_size != expected
+                    or (nbytes is not None and nbytes != expected)):
                 return False
             if self.verify == "quick":
                 return True
-            return self._unchanged(path, st, stored_ident, entry.array_checksum)
+            ident = _ident(st)
+            if ident == stored_ident or self._verified.get(path.name) == ident:
+                return True
+            if _sha256_file(path) != checksum:
+                return False
+            self._verified[path.name] = ident
+            if time.time() - st.st_ctime > IDENT_SETTLE_S and _ident(os.stat(path)) == ident:
+                settled[path.name] = ident
+            return True
         except (OSError, ValueError):
             return False
 
@@ -598,7 +580,7 @@ class Index:
             if content_check(source)[:2] != (size, mtime_ns):
                 return None  # changed while we read it: try again
             checksum = _sha256_file(tmp)
-            env_frames = _write_energies(tmp, tmp_env) if self.rate == _ENV_RATE else 0
+            env_frames = _write_energies(tmp, tmp_env) if self.rate == ENV_RATE else 0
             env_checksum = _sha256_file(tmp_env) if env_frames else ""
             name = f"{checksum[:32]}.npy"
             final = self.arrays_dir / name
