@@ -590,7 +590,7 @@ def envelope_features(x: np.ndarray) -> np.ndarray:
 def envelope_ncc(ref: np.ndarray, clip: np.ndarray, *, spectrum=None) -> np.ndarray:
     """Normalised correlation of mean-removed clip features (m, bands) at every place in `ref` (n, bands)
     features: score[k] for the clip's first frame at ref frame k (n - m + 1 places; empty when shorter).
-    `spectrum` = (n_fft, rfft of ref) when the caller reuses one reference for many clips."""
+    `spectrum`: envelope_spectrum(ref, >= m) when the caller reuses one reference for many clips."""
     from scipy import fft
 
     m = len(clip)
@@ -599,19 +599,20 @@ def envelope_ncc(ref: np.ndarray, clip: np.ndarray, *, spectrum=None) -> np.ndar
     ce = float(np.sum(clip.astype(np.float64) ** 2))
     if ce <= 0:
         return np.zeros(len(ref) - m + 1)
-    n, R = spectrum if spectrum is not None else envelope_spectrum(ref, m)
+    n, R, cs = spectrum if spectrum is not None else envelope_spectrum(ref, m)
     corr = fft.irfft(R * np.conj(fft.rfft(clip, n, axis=0)), n, axis=0).sum(axis=1)[: len(ref) - m + 1]
-    cs = np.concatenate([np.zeros(1), np.cumsum(np.sum(ref.astype(np.float64) ** 2, axis=1))])
     e = cs[m:] - cs[: len(ref) - m + 1]
     return corr / np.sqrt(np.maximum(e, 1e-12) * ce)
 
 
-def envelope_spectrum(ref: np.ndarray, max_len: int) -> tuple[int, np.ndarray]:
-    """(n, rfft of `ref` over n frames): envelope_ncc's `spectrum` for clips up to `max_len` frames."""
+def envelope_spectrum(ref: np.ndarray, max_len: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """What envelope_ncc needs of `ref` for clips up to `max_len` frames, made once: (FFT length n, rfft
+    of `ref` over n frames, cumulative energy of its frames from 0)."""
     from scipy import fft
 
     n = fft.next_fast_len(len(ref) + max_len, real=True)
-    return n, fft.rfft(ref, n, axis=0)
+    cs = np.concatenate([np.zeros(1), np.cumsum(np.sum(ref.astype(np.float64) ** 2, axis=1))])
+    return n, fft.rfft(ref, n, axis=0), cs
 
 
 def envelope_places(ref: np.ndarray, clip: np.ndarray, count: int, exclusion: int, *,
@@ -619,15 +620,10 @@ def envelope_places(ref: np.ndarray, clip: np.ndarray, count: int, exclusion: in
     """The `count` best places (ref frame, score) of mean-removed clip features in `ref`, at least
     `exclusion` frames apart, best first: the candidates a pre-search hands to the waveform scan.
     `spectrum`: envelope_spectrum(ref, >= len(clip)) when the caller reuses it."""
-    score = envelope_ncc(ref, clip, spectrum=spectrum)
+    score = envelope_ncc(ref, clip, spectrum=spectrum).astype(np.float64)
     out: list[tuple[int, float]] = []
-    score = np.array(score, dtype=np.float64)
-    for _ in range(count):
-        if len(score) == 0 or not np.isfinite(score).any():
-            break
-        k = int(np.nanargmax(np.where(np.isfinite(score), score, -np.inf)))
-        if score[k] == -np.inf:
-            break
+    while len(out) < count and len(score) and np.isfinite(score.max()):
+        k = int(np.argmax(score))
         out.append((k, float(score[k])))
         score[max(0, k - exclusion) : k + exclusion + 1] = -np.inf
     return out

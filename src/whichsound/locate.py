@@ -610,7 +610,7 @@ def _envelope_reference(stems: list[Stem], entries: list, energies: list[np.ndar
     scan; pad; their spectrum). Kept per process: batch asks the same of every note."""
     key = (tuple((str(st.path), e.env_checksum) for st, e in zip(stems, entries, strict=True)), longest)
     if key not in _REFERENCES:
-        held = sum(r.nbytes + sp[1].nbytes for r, _, sp in _REFERENCES.values())
+        held = sum(r.nbytes + sp[1].nbytes + sp[2].nbytes for r, _, sp in _REFERENCES.values())
         if held > REFERENCES_BYTES:  # bounded memory: about 35 MB per hour of timeline and clip octave
             _REFERENCES.clear()
         n = min(len(e) for e in energies)
