@@ -142,6 +142,13 @@ class _ClipCache:
             self._cache[key] = clip_stft(self.get(samplerate, speed)[0], samplerate)
         return self._cache[key]
 
+    def envelope(self) -> np.ndarray:
+        """The clip's envelope features at speed 1, mean removed (what the pre-search correlates)."""
+        if "envelope" not in self._cache:
+            f = envelope_features(to_mono(self.get(ENV_RATE, 1.0)[0]))
+            self._cache["envelope"] = f - f.mean(axis=0)
+        return self._cache["envelope"]
+
     def get(self, samplerate: int, speed: float = 1.0) -> tuple[np.ndarray, Template]:
         key = (samplerate, round(speed, 10))
         if key not in self._cache:
@@ -228,12 +235,11 @@ def locate(
     gone: set[int] = set()
 
     screened: dict[int, int] = {}  # stems the envelope pre-search ruled out -> lags they stand for
-    allow_presearch = presearch
 
-    def scan(indices: list[int], speed: float, use, presearch: bool = False, fallback: bool = True) -> None:
-        """Coarse scans of stems `indices` (into `scans`); with `presearch`, first only where their envelopes
-        point, then (`fallback`) everywhere when nothing significant turned up there."""
-        if presearch and allow_presearch and use is not None:
+    def scan(indices: list[int], speed: float, use, envelopes: bool = False, fallback: bool = True) -> None:
+        """Coarse scans of stems `indices` (into `scans`); with `envelopes` (and `presearch`), first only
+        where their envelopes point, then (`fallback`) everywhere when nothing significant turned up there."""
+        if envelopes and presearch and use is not None:
             got = _presearch([stems[i] for i in indices], cache, use, near)
             if got is not None:
                 found, ruled_out = got
@@ -267,23 +273,28 @@ def locate(
     # for a clip of effects or music.
     takes = [i for i, st in enumerate(stems) if st.role == "PROD"]
     first = [i for i in range(len(stems)) if i not in set(takes)] or takes
-    scan(first, 1.0, idx, presearch=True)
+    scan(first, 1.0, idx, envelopes=True)
     if not scans:
         raise InputError("no stem could be searched: " + "; ".join(warnings))
     if not _stands_out(scans, sum(screened.values())) and first is not takes:
-        scan(takes, 1.0, idx, presearch=True)
+        scan(takes, 1.0, idx, envelopes=True)
     if idx is not None and not _stands_out(scans, sum(screened.values())):
         # Nothing stood out in the low-rate copies (a sound with its energy above their band): full rate.
         info["fallback"] = f"no stem stood out in the {idx.rate} Hz index: searched again at full rate"
         idx = None
         scan(list(scans), 1.0, None)
 
+    def rerun(**changes) -> LocateResult:
+        """This search again, with `changes` to its arguments."""
+        args = dict(at=at, band=band, focus_s=focus_s, min_score=min_score, stream=stream, discovery=discovery,
+                    clip=clip, near=near, rescan_speeds=rescan_speeds, index=index, speed_known=speed_known,
+                    build_jobs=build_jobs, presearch=presearch)
+        return locate(clip_path, roots, **{**args, **changes})
+
     def everywhere() -> LocateResult:
         # What the envelopes pointed at explains little of the clip: search everywhere before concluding
         # (the sound may be elsewhere, at another speed, or in no stem).
-        again = locate(clip_path, roots, at=at, band=band, focus_s=focus_s, min_score=min_score, stream=stream,
-                       discovery=discovery, clip=clip, near=near, rescan_speeds=rescan_speeds, index=index,
-                       speed_known=speed_known, build_jobs=build_jobs, presearch=False)
+        again = rerun(presearch=False)
         again.index["presearch"] = "explained little: searched everywhere"
         return again
 
@@ -310,15 +321,7 @@ def locate(
         while True:
             n_lags = n_before + sum(c.searched for ss in scans.values() for c in ss) + sum(screened.values())
             todo = {k: v for k, v in scanned_groups().items() if k not in fitted}
-            # A timeline that explains the clip at this speed with no drift settles it for the takes too
-            # (they ran at the speed the edit was cut from): no per-take speed estimate.
-            best_of: dict[tuple, Hypothesis] = {}
-            for h in hyps:
-                if h.group[:1] != ("take",) and (h.group not in best_of or h.decomposition.explained
-                                                 > best_of[h.group].decomposition.explained):
-                    best_of[h.group] = h
-            settled = any(h.speed == speed and h.decomposition.explained >= RESCAN_BELOW
-                          for h in best_of.values())
+            settled = _speed_settled(hyps, speed)
             for key, members in _significant_groups(todo, scans, _z_critical(n_lags)).items():
                 is_take = key[:1] == ("take",)
                 hyps.extend(_group_hypotheses(key, members, stems, scans, cache, speed, focus, band,
@@ -329,7 +332,7 @@ def locate(
                 break
             # For a clip the stems explain well, the takes only add provenance: the pre-search's no is final.
             explained = max((h.decomposition.explained for h in hyps), default=0.0)
-            scan(pending, speed, idx, presearch=speed == 1.0, fallback=explained < RESCAN_BELOW)
+            scan(pending, speed, idx, envelopes=speed == 1.0, fallback=explained < RESCAN_BELOW)
     if info["presearch"] == "used" and max(h.decomposition.explained for h in hyps) < RESCAN_BELOW:
         return everywhere()
     best_by_group: dict[tuple, Hypothesis] = {}
@@ -361,9 +364,7 @@ def locate(
     if idx is not None and ev.get("z", 0.0) < ev.get("z_critical", 0.0):
         # Nothing significant at 8 kHz: a sound weak in its stem loses more to the narrower band (its
         # peak's z falls with the square root of the bandwidth) than the full-rate search would.
-        again = locate(clip_path, roots, at=at, band=band, focus_s=focus_s, min_score=min_score, stream=stream,
-                       discovery=discovery, clip=clip, near=near, rescan_speeds=rescan_speeds, index=None,
-                       speed_known=speed_known)
+        again = rerun(index=None)
         again.index = {**info, "fallback": f"nothing significant in the {idx.rate} Hz index: searched again "
                                            "at full rate"}
         again.warnings = warnings + [w for w in again.warnings if w not in warnings]
@@ -558,11 +559,7 @@ def _presearch(sel: list[Stem], cache: _ClipCache, index, near) -> tuple[dict, d
         return None
     if any(e is None for e in energies) or any(st.samplerate <= index.rate for st in sel):
         return None
-    clipf = getattr(cache, "envelope", None)
-    if clipf is None:
-        x8, _ = cache.get(ENV_RATE, 1.0)
-        clipf = envelope_features(to_mono(x8))
-        clipf = cache.envelope = clipf - clipf.mean(axis=0)
+    clipf = cache.envelope()
     exclusion = int(PRESEARCH_EXCLUSION_S / ENV_FRAME_S)
     ranked = []
     longest = 1 << max(0, (len(clipf) - 1).bit_length())  # clip lengths in octaves: references reused
@@ -575,16 +572,12 @@ def _presearch(sel: list[Stem], cache: _ClipCache, index, near) -> tuple[dict, d
             ranked.append((places[0][1], key, members, places))
     ranked.sort(key=lambda r: -r[0])
     takes = [r for r in ranked if sel[r[2][0]].role == "PROD"]
-    keep = {id(r) for r in takes[:PRESEARCH_TAKES]} | {id(r) for r in ranked if sel[r[2][0]].role != "PROD"}
+    chosen = [r for r in ranked if sel[r[2][0]].role != "PROD"] + takes[:PRESEARCH_TAKES]
     _, tmpl = cache.get(index.rate, 1.0)
     radius = int(PRESEARCH_RADIUS_S * index.rate)
     scan_hop = DEFAULT_HOP // 8  # scan_array's
     found: dict[int, list[ChannelScan]] = {}
-    ruled: dict[int, int] = {j: entries[j].analysis_frames * entries[j].channels for j in range(len(sel))}
-    for r in ranked:
-        if id(r) not in keep:
-            continue
-        _, _, members, places = r
+    for _, _, members, places in chosen:
         # Every place is scanned and kept: the fit decides among their peaks (a line the edit used twice,
         # a library effect used again, match one stem at several places; only the true one fits them all).
         starts = sorted({frame * round(ENV_FRAME_S * index.rate) - radius for frame, _ in places})
@@ -595,7 +588,7 @@ def _presearch(sel: list[Stem], cache: _ClipCache, index, near) -> tuple[dict, d
             found[j] = [merge_scans([p[c] for p in parts]) for c in range(len(parts[0]))]
             for c in found[j]:
                 c.lags = int(data.shape[1])
-            ruled.pop(j)
+    ruled = {j: e.analysis_frames * e.channels for j, e in enumerate(entries) if j not in found}
     return found, ruled
 
 
@@ -630,6 +623,18 @@ def _aligned_starts(starts: list[int], hop: int, first: int) -> list[int]:
         if not out or lo != out[-1]:
             out.append(lo)
     return out
+
+
+def _speed_settled(hyps: list[Hypothesis], speed: float) -> bool:
+    """True when a timeline (not a take) explains at least RESCAN_BELOW of the clip at `speed` with no drift
+    found by its best fit: that settles the speed for the takes too (they ran at the speed the edit was
+    cut from), so they need no speed estimate of their own."""
+    best_of: dict[tuple, Hypothesis] = {}
+    for h in hyps:
+        cur = best_of.get(h.group)
+        if h.group[:1] != ("take",) and (cur is None or h.decomposition.explained > cur.decomposition.explained):
+            best_of[h.group] = h
+    return any(h.speed == speed and h.decomposition.explained >= RESCAN_BELOW for h in best_of.values())
 
 
 def _needs_takes(hyps: list[Hypothesis]) -> bool:
