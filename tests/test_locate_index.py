@@ -160,16 +160,27 @@ def _repeated_line_reel(folder: Path) -> tuple[np.ndarray, int]:
     return dx + bg + fx, second
 
 
-def test_presearch_keeps_every_place_a_repeated_line_matches(tmp_path):
+def test_presearch_keeps_every_place_a_repeated_line_matches(tmp_path, monkeypatch):
     # The line alone matches the dialogue stem as well at its other use; the other stems decide. The
     # pre-search must hand every place it ranks to the fit, not pick one by the loudest stem.
+    import whichsound.locate as loc
+
     stems = tmp_path / "stems"
     stems.mkdir()
     mix, second = _repeated_line_reel(stems)
     start = second - SR // 2
     clip = tmp_path / "clip.wav"
     sf.write(clip, mix[start : start + 3 * SR], SR, subtype="FLOAT")
+    handed = []
+    real = loc._presearch
+    monkeypatch.setattr(loc, "_presearch", lambda *a: handed.append(real(*a)) or handed[-1])
     got = locate(clip, [str(stems)], index=str(tmp_path / "c"))
+    dx = [ss for ss in handed[0][0].values() if len(ss) == 1][0][0]  # the mono dialogue stem's scan
+    other = 5 * SR - SR // 2  # where the clip would start at the line's first use
+    # both uses of the line reach the fit: the dialogue stem's scan peaks at each, equally (same samples
+    # at another gain; 1e-3 for float16 copies), far above the windows' noise
+    here, there = dx.value_near(start), dx.value_near(other)
+    assert there == pytest.approx(here, rel=1e-3) and dx.z_of(there) > 10
     full = locate(clip, [str(stems)], index=None)
     assert got.index["presearch"] == "used"
     assert full.verdict.match.offset == pytest.approx(start, abs=0.5)
