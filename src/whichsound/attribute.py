@@ -190,19 +190,22 @@ def decompose(
     total_e = np.zeros(F)
     live_bin = _live_bins(X)
     fits = []
+    grams = []  # per band: the regressors' Gram matrix over all its bins (their energy, and the fit's)
     for lo, hi in band_edges(nb):
         lv = live_bin[lo:hi]
+        a_all = A[:, lo:hi, :].reshape(-1, K)
+        grams.append(a_all.conj().T @ a_all)
         if not lv.any():
             fits.append((lo, hi, None))
             continue
         a = A[:, lo:hi, :][:, lv, :].reshape(-1, K)  # equations x regressors, over the bins the clip kept
         y = X[:, lo:hi, :][:, lv, :].reshape(-1, X.shape[2])
-        gram = a.conj().T @ a
+        gram = grams[-1] if lv.all() else a.conj().T @ a
         ridge = 1e-6 * float(np.real(np.trace(gram))) / K + 1e-12
         fits.append((lo, hi, np.linalg.solve(gram + ridge * np.eye(K), a.conj().T @ y)))  # (K, cc)
     # Bands where the clip's path removed the stems (a phone's band-pass under its hiss): their fitted
     # gains fall far below the others', while a noise added to the clip leaves the gains as they are.
-    for j in _removed_bands(fits, A):
+    for j in _removed_bands(fits, grams):
         lo, hi, _ = fits[j]
         fits[j] = (lo, hi, None)
         live_bin[lo:hi] = False
@@ -242,23 +245,21 @@ REMOVED_BAND_DB: float | None = 15.0
 _TRANSFER_RANGE_DB = 40.0
 
 
-def _removed_bands(fits: list, A: np.ndarray) -> list[int]:
+def _removed_bands(fits: list, grams: list[np.ndarray]) -> list[int]:
     """Bands (indices into `fits`) whose fitted transfer from the stems is REMOVED_BAND_DB under the median
     of the bands where the stems sound: the clip's path (a phone, a band-pass) took the stems out there,
     so the clip's power in them is the path's own noise, not a sound added to the mix (a noise added to
-    the clip leaves the stems' gains, and the transfer, as they were). Too few sounding bands: none."""
+    the clip leaves the stems' gains, and the transfer, as they were). Too few sounding bands: none.
+
+    `grams[j]` is a^H a of band j's regressors a over all its bins: their energy is its trace, and the
+    fitted part's energy |a g|^2 is g^H (a^H a) g, so no second pass over the STFT is needed."""
     if REMOVED_BAND_DB is None:
         return []
-    src, fit = [], []
-    for lo, hi, g in fits:
-        if g is None:
-            src.append(0.0)
-            fit.append(0.0)
-            continue
-        a = A[:, lo:hi, :]
-        src.append(float(np.sum(np.abs(a) ** 2)))
-        fit.append(float(np.sum(np.abs(np.einsum("fbk,kc->fbc", a, g)) ** 2)))
-    src_a, fit_a = np.array(src), np.array(fit)
+    src_a, fit_a = np.zeros(len(fits)), np.zeros(len(fits))
+    for j, ((_, _, g), gram) in enumerate(zip(fits, grams, strict=True)):
+        if g is not None:
+            src_a[j] = float(np.real(np.trace(gram)))
+            fit_a[j] = float(np.real(np.einsum("kc,kl,lc->", g.conj(), gram, g)))
     if src_a.max() <= 0:
         return []
     sounding = src_a >= src_a.max() * 10 ** (-_TRANSFER_RANGE_DB / 10)
