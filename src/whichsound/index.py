@@ -3,7 +3,7 @@
 An entry holds, for one stem file, every channel resampled with soxr to a low *analysis rate* (8000 Hz by
 default) as a ``(channels, n)`` float16 array and, at 8 kHz, the *envelope* beside it: the band energies
 (align.band_energies: 8 bands, 10 ms hop) of the channels summed, float32, which the pre-search of
-locate correlates in milliseconds over hours of stems.  Entries live in a per-user cache folder::
+locate correlates in about 0.1 s per hour of stems.  Entries live in a per-user cache folder::
 
     <cache>/catalog.sqlite        the catalog: one row per (source file, analysis rate), WAL mode
     <cache>/arrays/<sha256>.npy   the arrays, content-addressed (name = checksum of the file's bytes)

@@ -538,7 +538,7 @@ PRESEARCH_EXCLUSION_S = 0.5
 
 def _presearch(sel: list[Stem], cache: _ClipCache, index, near) -> tuple[dict, dict] | None:
     """Scan `sel` only where the clip's envelope features best match each timeline's (10 ms band-energy
-    changes, kept in the index: milliseconds for hours of stems), the waveform scan then confirming.
+    changes, kept in the index: about 0.1 s per hour of stems), the waveform scan then confirming.
 
     Returns ({j: scans of sel[j] around its timeline's best place}, {j: lags sel[j] stands for, not
     scanned}), or None when it cannot serve (an index without envelopes, a clip too short, a window
