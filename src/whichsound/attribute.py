@@ -139,14 +139,26 @@ def _stft_params(samplerate: int) -> tuple[int, int]:
 
 def clip_stft(clip: np.ndarray, samplerate: int) -> np.ndarray:
     """The clip's STFT as decompose() uses it: computed once, passed to many fits of one clip."""
-    return stft(clip, *_stft_params(samplerate))
+    return stft(_without_offset(clip), *_stft_params(samplerate))
+
+
+def _without_offset(x: np.ndarray) -> np.ndarray:
+    """`x` less its mean per channel: a constant (DC) offset carries no sound, and left in, a recorder's
+    offset would read as energy no stem explains. The sounds' own low end (a rumble under 47 Hz, which
+    the STFT's first bin holds) stays."""
+    x = np.asarray(x, dtype=np.float32)
+    return x - x.mean(axis=0, dtype=np.float64).astype(np.float32)
 
 
 def band_edges(nbins: int, bands: int = 20, min_bins: int = 3) -> list[tuple[int, int]]:
-    """Log-spaced bands [lo, hi) over bins 1..nbins-1, each at least `min_bins` wide (DC left out)."""
+    """Log-spaced bands [lo, hi) over bins 0..nbins-1, each at least `min_bins` wide.
+
+    The first bin (0 to about 47 Hz at the decomposition's resolution) is fitted with its neighbours: a
+    rumble, a fire or an engine can hold a fifth of its energy there, and leaving it out would understate
+    that stem's share of the clip."""
     edges = np.unique(np.round(np.geomspace(1, nbins, bands + 1)).astype(int))
     out: list[tuple[int, int]] = []
-    lo = 1
+    lo = 0
     for e in edges[1:]:
         if e - lo >= min_bins:
             out.append((lo, int(e)))
@@ -174,8 +186,8 @@ def decompose(
     `clip_stft`: the clip's STFT when the caller already has it (see clip_stft()).
     """
     nfft, hop = _stft_params(samplerate)
-    X = clip_stft if clip_stft is not None else stft(clip, nfft, hop)  # (F, B, cc)
-    S = [stft(r, nfft, hop) for r in regressors]
+    X = clip_stft if clip_stft is not None else stft(_without_offset(clip), nfft, hop)  # (F, B, cc)
+    S = [stft(_without_offset(r), nfft, hop) for r in regressors]
     owner = np.concatenate([np.full(s.shape[2], i) for i, s in enumerate(S)])
     A = np.concatenate(S, axis=2)  # (F, B, K)
     F, nb, K = A.shape
@@ -189,6 +201,12 @@ def decompose(
     resid_e = np.zeros(F)
     total_e = np.zeros(F)
     live_bin = _live_bins(X)
+    # Energies as Parseval counts them: each one-sided bin stands for two of the full spectrum, but DC
+    # and Nyquist for one.
+    bin_weight = np.ones(nb, dtype=np.float32)
+    bin_weight[0] = 0.5
+    if nfft % 2 == 0:
+        bin_weight[-1] = 0.5
     fits = []
     grams = []  # per band: the regressors' Gram matrix over all its bins (their energy, and the fit's)
     for lo, hi in band_edges(nb):
@@ -223,18 +241,19 @@ def decompose(
             if not keep.any():
                 continue
             a_b = A[:, lo:hi, :][:, keep, :]  # (F, nbk, K)
+            wb = bin_weight[lo:hi][keep][None, :, None]
             fit_total = np.zeros((F, int(keep.sum()), X.shape[2]), dtype=np.complex64)
             for i in range(n_src):
                 sel = owner == i
                 part = np.einsum("fbk,kc->fbc", a_b[:, :, sel], g[sel])
                 fit_total += part
-                comp_e[:, i] += np.sum(np.abs(part) ** 2, axis=(1, 2))
+                comp_e[:, i] += np.sum(wb * np.abs(part) ** 2, axis=(1, 2))
             if lost:
-                total_e += np.sum(np.abs(fit_total) ** 2, axis=(1, 2))
+                total_e += np.sum(wb * np.abs(fit_total) ** 2, axis=(1, 2))
             else:
                 y_b = X[:, lo:hi, :][:, keep, :]  # (F, nbk, cc)
-                resid_e += np.sum(np.abs(y_b - fit_total) ** 2, axis=(1, 2))
-                total_e += np.sum(np.abs(y_b) ** 2, axis=(1, 2))
+                resid_e += np.sum(wb * np.abs(y_b - fit_total) ** 2, axis=(1, 2))
+                total_e += np.sum(wb * np.abs(y_b) ** 2, axis=(1, 2))
     return Decomposition(t_frames, comp_e, resid_e, total_e, np.ones(F))
 
 
@@ -278,12 +297,12 @@ DEAD_BAND_DB: float | None = 50.0
 
 
 def _live_bins(X: np.ndarray) -> np.ndarray:
-    """Which STFT bins the clip kept: mean power within DEAD_BAND_DB of its strongest bin (DC aside)."""
+    """Which STFT bins the clip kept: mean power within DEAD_BAND_DB of its strongest bin (the strongest
+    judged above DC)."""
     p = np.mean(np.abs(X) ** 2, axis=(0, 2))
     if DEAD_BAND_DB is None or p.size < 2 or p[1:].max() <= 0:
         return np.ones(p.shape[0], dtype=bool)
     live = p >= p[1:].max() * 10 ** (-DEAD_BAND_DB / 10)
-    live[0] = True  # DC is never fitted (band_edges starts at bin 1)
     return live
 
 
