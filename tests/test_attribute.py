@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import SR, load_sound, sfx, speech, write_wav
-from whichsound.attribute import band_edges, decompose
+from whichsound.attribute import band_edges, choose_focus, decompose, event_focus, focus_weights
 from whichsound.locate import locate
 
 SCENE_S = 14.0
@@ -331,3 +331,54 @@ def test_a_noise_added_in_one_band_is_not_taken_for_a_removed_band(monkeypatch):
     assert calls == [[]]  # no band taken for removed
     truth = np.sum(noise.astype(np.float64) ** 2) / np.sum((dx + noise).astype(np.float64) ** 2)  # about 0.8
     assert dec.residual == pytest.approx(truth, abs=0.05)  # 0.05: STFT leakage and the small ridge
+
+
+def _extent_s(x: np.ndarray, db: float = 20.0) -> tuple[float, float]:
+    """Where `x` lies within `db` dB of its loudest 10 ms (s): a sound's extent as the bench defines it."""
+    hop = SR // 100
+    e = np.add.reduceat(x.astype(np.float64) ** 2, np.arange(0, len(x), hop))
+    idx = np.flatnonzero(e >= e.max() * 10 ** (-db / 10))
+    return idx[0] * hop / SR, (idx[-1] + 1) * hop / SR
+
+
+def test_the_noise_is_the_sound_the_clip_is_cut_around():
+    # Two footsteps under a continuous line, cut with 0.07 s of air before the first and 0.1 s after the
+    # second's tail. Over the steps' extent they hold 0.55 of the clip; the fixed handles (0.225 s at each
+    # end of this 0.9 s clip) cut both steps away, and there the line wins.
+    n = int(0.9 * SR)
+    dx = speech("sense_and_sensibility_01_austen_64kb-0870")[SR : SR + n].copy()
+    fol = np.zeros(n, dtype=np.float32)
+    for name, at in (("flare__steps__step_leather1", 0.06), ("flare__steps__step_leather2", 0.62)):
+        step = sfx(name)[: n - int(at * SR)]
+        fol[int(at * SR) : int(at * SR) + len(step)] += step
+    lo, hi = _extent_s(fol)
+    i0, i1 = int(lo * SR), int(hi * SR)
+    fol *= np.float32(np.sqrt(0.55 / 0.45 * np.sum(dx[i0:i1] ** 2) / np.sum(fol[i0:i1] ** 2)))
+    dec = decompose((dx + fol)[:, None], [dx[:, None], fol[:, None]], SR)
+
+    handles, _ = dec.summarise(focus_weights(dec.times, n / SR))
+    assert handles[0] > handles[1]  # the case the event focus is for: the fixed handles pick the line
+
+    choose_focus(dec, n / SR)
+    shares, _ = dec.summarise()
+    assert dec.focus == "event"
+    assert shares[1] > shares[0]
+    assert shares[1] == pytest.approx(0.55, abs=0.05)  # the truth over the steps' extent; frames' edges
+    span = dec.times[dec.weights > 0]
+    # The extent as the focus finds it, within a frame hop and the 10 ms envelope's step of the truth.
+    assert span.min() == pytest.approx(lo, abs=0.02) and span.max() == pytest.approx(hi, abs=0.02)
+
+
+def test_no_event_focus_when_every_sound_runs_through_the_clip_edges():
+    # A line over an ambience bed, cut from the middle of both: nothing starts and ends inside the clip,
+    # so the clip less its handles is what counts. With `at` the pointed instant wins over any event.
+    n = int(1.2 * SR)
+    dx = speech("sense_and_sensibility_01_austen_64kb-0870")[SR : SR + n].copy()
+    bg = load_sound("amb/btanks__forest.flac", 1.2, start_s=5.0)
+    dec = decompose((dx + 0.5 * bg)[:, None], [dx[:, None], bg[:, None]], SR)
+    assert event_focus(dec, n / SR, 0.25) is None
+    choose_focus(dec, n / SR)
+    assert dec.focus == "handles"
+    assert np.array_equal(dec.weights, focus_weights(dec.times, n / SR))
+    choose_focus(dec, n / SR, at=0.6)
+    assert dec.focus == "at" and dec.weights.sum() >= 1

@@ -96,6 +96,7 @@ def test_json_is_the_only_output_and_has_the_contract_keys(found):
     assert VERDICT_KEYS <= doc["verdict"].keys()
     assert doc["matches"] and all(MATCH_KEYS <= m.keys() for m in doc["matches"])
     assert doc["clip"] == {"path": "q_dx.wav", "duration_s": 1.0, "samplerate": SR, "channels": 1}
+    assert doc["focus_by"] in ("event", "handles") and len(doc["focus_s"]) == 2
 
 
 def test_json_verdict_names_the_stem_its_folder_and_its_timecode(found, reel):

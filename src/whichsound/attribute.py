@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Decomposition", "Match", "Verdict", "band_edges", "decompose", "stft"]
+__all__ = ["Decomposition", "Match", "Verdict", "band_edges", "choose_focus", "decompose", "event_focus",
+           "focus_weights", "stft"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,9 @@ class Decomposition:
     residual_e: np.ndarray
     total: np.ndarray
     weights: np.ndarray
+    #: What `weights` hold: "clip" (every frame), "at" (the pointed instant), "event" (the extent of the
+    #: sound the clip is cut around, see event_focus) or "handles" (the clip less its handles).
+    focus: str = "clip"
 
     def summarise(self, weights: np.ndarray | None = None) -> tuple[dict[int, float], float]:
         """(shares per stem index, residual share) over frames weighted by `weights` (default: own)."""
@@ -335,3 +339,60 @@ def focus_weights(
     if not w.any():
         w[int(np.argmin(np.abs(times - at)))] = 1.0
     return w
+
+
+#: The extent of a stem's sound: the frames where its part lies within this many dB of its loudest frame.
+EVENT_EXTENT_DB = 20.0
+#: The clip's edges: its first and last this many seconds, where a sound cut with air around it is quiet.
+EVENT_EDGE_S = 0.02
+#: Stems holding less of the clip's energy than this are not taken for the sound it is cut around.
+EVENT_MIN_SHARE = 0.05
+
+
+def event_focus(dec: Decomposition, duration_s: float, handle_s: float) -> tuple[int, np.ndarray] | None:
+    """The stem whose sound the clip is cut around, and the frames of that sound (weights 0/1).
+
+    A questioned clip is cut with some air (up to `handle_s` s) around the noise, so the noise's sound
+    starts and ends inside it, while the dialogue or bed it sits in sounds through its edges. A stem
+    holding at least EVENT_MIN_SHARE of the clip is such a sound when its part is EVENT_EXTENT_DB under
+    its peak over the clip's first and last EVENT_EDGE_S, its extent (within EVENT_EXTENT_DB of the peak)
+    leaves no more than `handle_s` at either end, and it holds the largest share of the clip within that
+    extent; of several, the one whose share there is largest. None: no stem's sound lies inside the clip
+    (the caller keeps the handle rule). Measured on the public bench (clean clips of 10 seeds, 301 clips):
+    attributing this extent instead of the clip less fixed handles, 274 -> 289 right, "none" unchanged.
+    """
+    t = dec.times
+    if len(t) < 4 or dec.total.sum() <= 0:
+        return None
+    edges = (t <= EVENT_EDGE_S) | (t >= duration_s - EVENT_EDGE_S)
+    floor = 10 ** (-EVENT_EXTENT_DB / 10)
+    best: tuple[float, int, np.ndarray] | None = None
+    for i in range(dec.component.shape[1]):
+        e = dec.component[:, i]
+        peak = float(e.max())
+        if e.sum() < EVENT_MIN_SHARE * dec.total.sum() or e[edges].max() > peak * floor:
+            continue
+        inside = np.flatnonzero(e >= peak * floor)
+        lo, hi = int(inside[0]), int(inside[-1])
+        if t[lo] > handle_s or duration_s - t[hi] > handle_s:
+            continue
+        w = np.zeros(len(t))
+        w[lo : hi + 1] = 1.0
+        shares, _ = dec.summarise(w)
+        if max(shares, key=shares.get) == i and (best is None or shares[i] > best[0]):
+            best = (shares[i], i, w)
+    return None if best is None else (best[1], best[2])
+
+
+def choose_focus(dec: Decomposition, duration_s: float, *, at: float | None = None, handle_s: float = 0.25,
+                 at_width_s: float = 0.01, cut_around: bool = True) -> None:
+    """Set `dec.weights` (and `dec.focus`) to the frames that are "the noise" in a clip of `duration_s` s:
+    the pointed instant with `at`; else, with `cut_around`, the extent of the sound the clip is cut around
+    (event_focus) when there is one; else the clip less its handles (focus_weights)."""
+    if at is None and cut_around:
+        got = event_focus(dec, duration_s, handle_s)
+        if got is not None:
+            dec.weights, dec.focus = got[1], "event"
+            return
+    dec.weights = focus_weights(dec.times, duration_s, at=at, handle_s=handle_s, at_width_s=at_width_s)
+    dec.focus = "handles" if at is None else "at"

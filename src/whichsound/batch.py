@@ -508,7 +508,7 @@ def _process(task: _Task, st: _State) -> RowResult:
             # A window cut from the mix runs at the mix's speed: no PAL rescans (they could only find false
             # matches, at three times the work for every note whose sound is in no stem).
             result = locate(clip.path, list(st.roots), discovery=st.discovery, clip=clip, near=task.near,
-                            rescan_speeds=(), index=st.index, speed_known=True)
+                            rescan_speeds=(), index=st.index, speed_known=True, cut_around=False)
         if task.handle:
             result = _without_handle(result, task.handle / st.samplerate, st.discovery)
     except WhichsoundError as exc:

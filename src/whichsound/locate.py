@@ -35,7 +35,7 @@ from whichsound.align import (
     speed_search,
     summed_band_energies,
 )
-from whichsound.attribute import Decomposition, Match, Verdict, clip_stft, decompose, focus_weights
+from whichsound.attribute import Decomposition, Match, Verdict, choose_focus, clip_stft, decompose
 from whichsound.audio import Clip, read_clip, read_segment, to_mono
 from whichsound.errors import ClipError, InputError, WhichsoundError
 from whichsound.stems import ROLE_NAMES, Discovery, Stem, discover, group_timelines, share_clocks
@@ -103,6 +103,9 @@ class LocateResult:
     #: How the coarse search ran: {"cache": folder or None, "rate": Hz or None, "built": files indexed by
     #: this call, "fallback": why the stems were (also) scanned at full rate, or None}.
     index: dict = field(default_factory=dict)
+    #: How `focus` was chosen: "event" (the sound the clip is cut around), "handles", "at" (see
+    #: attribute.choose_focus).
+    focus_by: str | None = None
 
     @property
     def found(self) -> bool:
@@ -174,6 +177,7 @@ def locate(
     speed_known: bool = False,
     build_jobs: int = 1,
     presearch: bool = True,
+    cut_around: bool = True,
 ) -> LocateResult:
     """Find which stem under `roots` holds the clip's sound, where, at what speed, and how sure that is.
 
@@ -192,6 +196,9 @@ def locate(
     clip's envelope features match best (the index keeps the stems'), then everywhere if that finds
     nothing significant or explains under RESCAN_BELOW of the clip.
     Timelines whose coarse peak is not significant are not fitted (unless none is).
+    `cut_around`: the clip was cut with air around the noise, so without `at` the noise is the sound that
+    starts and ends inside it (attribute.event_focus) when one does; False when the clip less its handles is
+    the noise's window itself (batch: a note's window cut from the mix with known handles).
     """
     if clip is None:
         clip = read_clip(clip_path, stream=stream)
@@ -211,7 +218,7 @@ def locate(
         )
     if at is not None and not 0 <= at <= clip.duration_s:
         raise InputError(f"--at {at:g} s lies outside the clip (0 to {clip.duration_s:.3f} s)")
-    focus = {"at": at, "handle_s": HANDLE_S, "at_width_s": focus_s}
+    focus = {"at": at, "handle_s": HANDLE_S, "at_width_s": focus_s, "cut_around": cut_around}
     cache = _ClipCache(clip)
     idx = open_index(index, warnings)
     info = {"cache": None, "rate": None, "built": 0, "fallback": None if index is not None else "not asked for",
@@ -288,7 +295,7 @@ def locate(
         """This search again, with `changes` to its arguments."""
         args = dict(at=at, band=band, focus_s=focus_s, min_score=min_score, stream=stream, discovery=discovery,
                     clip=clip, near=near, rescan_speeds=rescan_speeds, index=index, speed_known=speed_known,
-                    build_jobs=build_jobs, presearch=presearch)
+                    build_jobs=build_jobs, presearch=presearch, cut_around=cut_around)
         return locate(clip_path, roots, **{**args, **changes})
 
     def everywhere() -> LocateResult:
@@ -378,7 +385,8 @@ def locate(
     t = winner.decomposition.times[w > 0]
     span = (float(t.min()), float(t.max())) if len(t) else None
     shares = {winner.stems[i].rel: v for i, v in winner.decomposition.shares.items()}
-    return LocateResult(clip, verdict, matches, warnings, timeline, span, band, shares, info)
+    return LocateResult(clip, verdict, matches, warnings, timeline, span, band, shares, info,
+                        winner.decomposition.focus)
 
 
 _OPEN_INDEXES: dict[str, object] = {}
@@ -819,7 +827,7 @@ def _fit(key, members, stems, scans, cache, lag: float, speed: float, focus, ban
     n = samples.shape[0]
     regs = [_aligned(stems[m], lag, n) for m in members]
     dec = decompose(samples, regs, sr, band=band, clip_stft=cache.stft(sr, speed))
-    dec.weights = focus_weights(dec.times, n / sr, **focus)
+    choose_focus(dec, n / sr, **focus)
     peaks = []
     for m in members:
         _, t = cache.get(stems[m].samplerate, speed)

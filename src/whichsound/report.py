@@ -101,10 +101,15 @@ def locate_json(result) -> dict:
         "matches": [match_json(m) for m in result.matches],
         "timeline": [[round(t, 3), {k: round(s, 4) for k, s in sh.items()}, round(r, 4)] for t, sh, r in result.timeline],
         "focus_s": list(result.focus) if result.focus else None,
+        "focus_by": result.focus_by,
         "band_hz": list(result.band) if result.band else None,
         "warnings": list(result.warnings),
         "index": dict(result.index),
     }
+
+
+_FOCUS_WORDS = {"event": "the sound the clip is cut around", "handles": "the clip less its handles",
+                "at": "the pointed instant"}
 
 
 def render_locate(result, console, *, top: int = 10) -> None:
@@ -146,6 +151,9 @@ def render_locate(result, console, *, top: int = 10) -> None:
     if info.get("presearch") not in (None, "used"):
         console.print(f"[dim]envelope pre-search {info['presearch']}[/]")
     console.print(table)
+    if result.focus and result.focus_by in _FOCUS_WORDS:
+        console.print(f"[dim]attributed over {_FOCUS_WORDS[result.focus_by]}: {result.focus[0]:.2f} to "
+                      f"{result.focus[1]:.2f} s into the clip[/]")
     style = "bold green" if result.found else "bold yellow"
     console.print(f"[{style}]{result.verdict.text}[/] Confidence {result.verdict.confidence:.2f}.")
 
