@@ -139,10 +139,15 @@ def make_template(x: np.ndarray, samplerate: int, *, floor_db: float = -50.0) ->
     return Template(samplerate, x.astype(np.float32), h, t.astype(np.float32), energy)
 
 
-def _block_size(length: int) -> int:
+def _block_size(length: int, span: int | None = None) -> int:
+    """FFT block (samples) for a clip of `length` samples: at least 3x the clip and _MIN_BLOCK over a
+    whole file; for a window of `span` lags, just large enough to cover it in one block (a pre-search's
+    2 s windows at 8 kHz need 32 k, not 128 k)."""
     n = _MIN_BLOCK
     while n < 3 * length:
         n *= 2
+    if span is not None:
+        n = min(n, 1 << int(np.ceil(np.log2(span + length))))
     return n
 
 
@@ -329,13 +334,13 @@ def _scan(fill, tmpl: Template, frames: int, channels: int, hop: int, lag_range,
 
     L, M = tmpl.length, tmpl.taps
     Lt = L - M + 1
-    n = _block_size(L)
-    step = ((n - L + 1) // hop) * hop
     lag0 = -(L // 2)
     lag_end = frames - L // 2  # exclusive
     if lag_range is not None:
         lag0 = max(lag0, int(lag_range[0]))
         lag_end = max(lag0 + 1, min(lag_end, int(lag_range[1]) + 1))
+    n = _block_size(L, None if lag_range is None else lag_end - lag0 + 2 * hop)
+    step = ((n - L + 1) // hop) * hop
     nbins = (lag_end - lag0 + hop - 1) // hop
     scans = [ChannelScan(ch, lag0, hop, np.full(nbins, -1.0, dtype=np.float32), scale=scale)
              for ch in range(channels)]
