@@ -274,8 +274,9 @@ def decompose(
             else:
                 y_b = X[:, lo:hi, :][:, keep, :]  # (F, nbk, cc)
                 resid_e += np.sum(wb * np.abs(y_b - fit_total) ** 2, axis=(1, 2))
-                total_e += np.sum(wb * np.abs(y_b) ** 2, axis=(1, 2))
-                heard_total += np.sum(wb * np.abs(y_b) ** 2, axis=(1, 2))
+                heard = np.sum(wb * np.abs(y_b) ** 2, axis=(1, 2))
+                total_e += heard
+                heard_total += heard
     # The residual is only ever counted where the clip was heard; the total also counts the lost bands.
     return Decomposition(t_frames, comp_e, resid_e, total_e, np.ones(F), heard=(resid_e, heard_total))
 
