@@ -127,7 +127,13 @@ class Decomposition:
 
 def stft(x: np.ndarray, nfft: int, hop: int) -> np.ndarray:
     """Hann-windowed STFT of (n, ch) -> (frames, nfft//2+1, ch), frames centred every `hop` samples."""
-    from numpy.lib.stride_tricks import sliding_window_view
+    return np.ascontiguousarray(np.transpose(_band_major_stft(x, nfft, hop), (1, 0, 2)))
+
+
+def _band_major_stft(x: np.ndarray, nfft: int, hop: int) -> np.ndarray:
+    """Hann-windowed STFT of (n, ch) as (bins, frames, ch) complex64, frames as stft()'s: a band's bins
+    are then one contiguous block, and its equations one matrix without a copy."""
+    from numpy.lib.stride_tricks import as_strided
     from scipy import fft
 
     if x.ndim == 1:
@@ -135,10 +141,12 @@ def stft(x: np.ndarray, nfft: int, hop: int) -> np.ndarray:
     pad = nfft // 2
     xp = np.pad(np.asarray(x, dtype=np.float32), ((pad, pad + hop), (0, 0)))
     nfr = 1 + (xp.shape[0] - nfft) // hop
+    # (sample in frame, frame, channel) as a view of the padded signal: the FFT runs along axis 0 and
+    # leaves its output band-major.
+    frames = as_strided(xp, shape=(nfft, nfr, xp.shape[1]), strides=(xp.strides[0], hop * xp.strides[0],
+                                                                     xp.strides[1]), writeable=False)
     win = np.hanning(nfft + 1)[:nfft].astype(np.float32)
-    frames = sliding_window_view(xp, nfft, axis=0)[: nfr * hop : hop]  # (frames, ch, nfft)
-    spec = fft.rfft(frames * win, axis=-1, workers=-1)  # (frames, ch, bins)
-    return np.ascontiguousarray(np.transpose(spec, (0, 2, 1)), dtype=np.complex64)
+    return fft.rfft(frames * win[:, None, None], axis=0, workers=-1).astype(np.complex64, copy=False)
 
 
 def _stft_params(samplerate: int) -> tuple[int, int]:
@@ -148,8 +156,9 @@ def _stft_params(samplerate: int) -> tuple[int, int]:
 
 
 def clip_stft(clip: np.ndarray, samplerate: int) -> np.ndarray:
-    """The clip's STFT as decompose() uses it: computed once, passed to many fits of one clip."""
-    return stft(_without_offset(clip), *_stft_params(samplerate))
+    """The clip's STFT as decompose() uses it, (bins, frames, channels): computed once, passed to many fits
+    of one clip."""
+    return _band_major_stft(_without_offset(clip), *_stft_params(samplerate))
 
 
 def _without_offset(x: np.ndarray) -> np.ndarray:
@@ -196,11 +205,13 @@ def decompose(
     `clip_stft`: the clip's STFT when the caller already has it (see clip_stft()).
     """
     nfft, hop = _stft_params(samplerate)
-    X = clip_stft if clip_stft is not None else stft(_without_offset(clip), nfft, hop)  # (F, B, cc)
-    S = [stft(_without_offset(r), nfft, hop) for r in regressors]
-    owner = np.concatenate([np.full(s.shape[2], i) for i, s in enumerate(S)])
-    A = np.concatenate(S, axis=2)  # (F, B, K)
-    F, nb, K = A.shape
+    # Band-major STFTs, (bins, frames, channels): a band's equations are a contiguous block.
+    X = clip_stft if clip_stft is not None else _band_major_stft(_without_offset(clip), nfft, hop)
+    regressors = [r[:, None] if r.ndim == 1 else r for r in regressors]
+    A = _band_major_stft(_without_offset(np.concatenate(regressors, axis=1)), nfft, hop)  # (B, F, K)
+    nb, F, K = A.shape
+    cc = X.shape[2]
+    bounds = np.cumsum([0] + [r.shape[1] for r in regressors])
     t_frames = np.arange(F) * hop / samplerate
     freqs = np.arange(nb) * samplerate / nfft
     bmask = np.ones(nb, dtype=bool)
@@ -214,7 +225,7 @@ def decompose(
     live_bin = _live_bins(X)
     # Energies as Parseval counts them: each one-sided bin stands for two of the full spectrum, but DC
     # and Nyquist for one.
-    bin_weight = np.ones(nb, dtype=np.float32)
+    bin_weight = np.ones(nb)
     bin_weight[0] = 0.5
     if nfft % 2 == 0:
         bin_weight[-1] = 0.5
@@ -223,15 +234,17 @@ def decompose(
     normal = []  # per band: the fit's normal equations over the bins the clip kept (a^H a, a^H y)
     for lo, hi in band_edges(nb):
         lv = live_bin[lo:hi]
-        a_all = A[:, lo:hi, :].reshape(-1, K)
+        a_all = A[lo:hi].reshape(-1, K)
         grams.append(a_all.conj().T @ a_all)
         if not lv.any():
             fits.append((lo, hi, None))
             normal.append(None)
             continue
-        a = A[:, lo:hi, :][:, lv, :].reshape(-1, K)  # equations x regressors, over the bins the clip kept
-        y = X[:, lo:hi, :][:, lv, :].reshape(-1, X.shape[2])
-        gram = grams[-1] if lv.all() else a.conj().T @ a
+        if lv.all():
+            a, y, gram = a_all, X[lo:hi].reshape(-1, cc), grams[-1]
+        else:  # equations x regressors, over the bins the clip kept
+            a, y = A[lo:hi][lv].reshape(-1, K), X[lo:hi][lv].reshape(-1, cc)
+            gram = a.conj().T @ a
         rhs = a.conj().T @ y
         normal.append((gram, rhs))
         ridge = 1e-6 * float(np.real(np.trace(gram))) / K + 1e-12
@@ -260,31 +273,30 @@ def decompose(
             # A band the clip lost (a codec's or a phone's cut-off): the stems are heard there in the mix
             # all the same, at about the gains of the nearest band the clip kept.
             g = fits[min(fitted, key=lambda i: (abs(i - j), i))][2]
+        g = g.astype(np.complex64)
         for lost in (False, True):
             keep = bmask[lo:hi] & (live_bin[lo:hi] != lost)
             if not keep.any():
                 continue
-            a_b = A[:, lo:hi, :][:, keep, :]  # (F, nbk, K)
-            wb = bin_weight[lo:hi][keep][None, :, None]
-            fit_total = np.zeros((F, int(keep.sum()), X.shape[2]), dtype=np.complex64)
+            whole = bool(keep.all())
+            a_b = (A[lo:hi] if whole else A[lo:hi][keep]).reshape(-1, K)  # (bins x frames, K)
+            y_b = (X[lo:hi] if whole else X[lo:hi][keep]).reshape(-1, cc)
+            wb = bin_weight[lo:hi][keep]
+            fit_total = np.zeros((a_b.shape[0], cc), dtype=np.complex64)
             for i in range(n_src):
-                sel = owner == i
-                part = np.einsum("fbk,kc->fbc", a_b[:, :, sel], g[sel])
+                part = a_b[:, bounds[i] : bounds[i + 1]] @ g[bounds[i] : bounds[i + 1]]
                 fit_total += part
-                comp_e[:, i] += np.sum(wb * np.abs(part) ** 2, axis=(1, 2))
+                comp_e[:, i] += _frame_energy(part, wb, F)
             if lost:
-                total_e += np.sum(wb * np.abs(fit_total) ** 2, axis=(1, 2))
+                total_e += _frame_energy(fit_total, wb, F)
                 if j in attenuated and ATTENUATED_RESIDUAL:
-                    y_b = X[:, lo:hi, :][:, keep, :]
-                    own = np.einsum("fbk,kc->fbc", a_b, attenuated[j])
-                    unexplained = np.sum(wb * np.abs(y_b - own) ** 2, axis=(1, 2))
+                    unexplained = _frame_energy(y_b - a_b @ attenuated[j].astype(np.complex64), wb, F)
                     resid_e += unexplained
                     total_e += unexplained
-                    heard_total += np.sum(wb * np.abs(y_b) ** 2, axis=(1, 2))
+                    heard_total += _frame_energy(y_b, wb, F)
             else:
-                y_b = X[:, lo:hi, :][:, keep, :]  # (F, nbk, cc)
-                resid_e += np.sum(wb * np.abs(y_b - fit_total) ** 2, axis=(1, 2))
-                heard = np.sum(wb * np.abs(y_b) ** 2, axis=(1, 2))
+                resid_e += _frame_energy(y_b - fit_total, wb, F)
+                heard = _frame_energy(y_b, wb, F)
                 total_e += heard
                 heard_total += heard
     # The residual is only ever counted where the clip was heard; the total also counts the lost bands.
@@ -296,6 +308,14 @@ def decompose(
 REMOVED_BAND_DB: float | None = 15.0
 #: Only bands where the stems have energy within this many dB of their strongest band judge the transfer.
 _TRANSFER_RANGE_DB = 40.0
+
+
+def _frame_energy(z: np.ndarray, weights: np.ndarray, frames: int) -> np.ndarray:
+    """Energy per frame of band-major STFT values `z` (bins x frames, channels) complex64: |z|^2 summed
+    over channels and over bins weighted by `weights` (per bin): (frames,) float64."""
+    v = np.ascontiguousarray(z).view(np.float32)  # (rows, 2 x channels): real and imaginary parts
+    p = np.einsum("ij,ij->i", v, v)
+    return weights @ p.reshape(-1, frames).astype(np.float64)
 
 
 def _removed_bands(fits: list, grams: list[np.ndarray]) -> list[int]:
@@ -399,7 +419,7 @@ DEAD_BAND_DB: float | None = 50.0
 def _live_bins(X: np.ndarray) -> np.ndarray:
     """Which STFT bins the clip kept: mean power within DEAD_BAND_DB of its strongest bin (the strongest
     judged above DC)."""
-    p = np.mean(np.abs(X) ** 2, axis=(0, 2))
+    p = np.mean(np.abs(X) ** 2, axis=(1, 2))  # X: (bins, frames, channels)
     if DEAD_BAND_DB is None or p.size < 2 or p[1:].max() <= 0:
         return np.ones(p.shape[0], dtype=bool)
     live = p >= p[1:].max() * 10 ** (-DEAD_BAND_DB / 10)
