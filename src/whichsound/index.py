@@ -17,7 +17,7 @@ Usage::
     data = entry.load()                # (channels, n) float16, memory-mapped, read-only
 
 Validity.  An entry is returned only when the source file's size and mtime_ns are unchanged, its *content
-check* matches (blake2b of the size and of the first and last MiB: cheap on multi-GB files; a same-size
+check* matches (blake2b of the size and of the first and last 64 KiB: cheap on multi-GB files; a same-size
 edit in the middle of a large file that also restores mtime_ns is deliberately not detected), the entry was
 made by this FORMAT_VERSION, and the array file (and its envelope) is present, of the right length, with a
 well-formed header and (``verify="full"``, the default) a SHA-256 equal to its catalog checksum.  Hashing
@@ -84,7 +84,7 @@ SCHEMA_VERSION = 2
 DEFAULT_ANALYSIS_RATE = 8000
 QUALITY = "HQ"  # soxr quality of the decimation (part of FORMAT_VERSION)
 BLOCK_FRAMES = 1 << 17  # source frames read per block while building
-CHECK_BYTES = 1 << 20  # content check: this many bytes from the start and the end of the source
+CHECK_BYTES = 1 << 16  # content check: this many bytes from the start and the end of the source
 CATALOG = "catalog.sqlite"
 TMP_PREFIX = ".tmp-"
 #: A file's identity (inode, size, mtime, ctime) is recorded in place of re-hashing it only once its ctime
@@ -177,7 +177,9 @@ def default_cache_dir() -> Path:
 
 
 def content_check(path: str | Path) -> tuple[int, int, str]:
-    """(size, mtime_ns, check) of a file: check = blake2b over the size, the first and the last MiB."""
+    """(size, mtime_ns, check) of a file: check = blake2b over the size, the first and the last 64 KiB
+    (the header with its bext and iXML chunks, and the ends of the audio; 41 files in 8 ms, where a MiB
+    each took 130 ms of every warm search)."""
     with open(path, "rb") as f:
         st = os.fstat(f.fileno())
         h = hashlib.blake2b(digest_size=16)
