@@ -61,16 +61,21 @@ NONE_RATIO = 0.5
 NONE_DOMINANCE = 10.0
 #: Production takes fitted per search at most (the strongest by coarse peak); the others are listed unfitted.
 MAX_TAKE_FITS = 4
+#: No further take is fitted once a timeline explains this share of the clip and a take already explains
+#: as much of it as that timeline's dialogue stem, less this margin (_takes_settled).
+TAKES_SETTLED_EXPLAINED = 0.9
+TAKES_SETTLED_MARGIN = 0.02
 #: Candidate lags whose joint (summed squared NCC) peak is under this fraction of the best are not fitted.
 CANDIDATE_FLOOR = 0.25
 
 
 @dataclass(frozen=True)
 class _Peak:
-    """A stem's best channel at a hypothesis's lag, and the stem's own best peak anywhere."""
+    """A stem's best channel at a hypothesis's lag, and the stem's own best peak anywhere. `channel` and
+    `ncc` are None until _with_channels() measures them (only for the hypotheses that are reported)."""
 
-    channel: int
-    ncc: float
+    channel: int | None
+    ncc: float | None
     z: float
     own_lag: int
     own_best: float
@@ -331,6 +336,8 @@ def locate(
             settled = _speed_settled(hyps, speed)
             for key, members in _significant_groups(todo, scans, _z_critical(n_lags)).items():
                 is_take = key[:1] == ("take",)
+                if is_take and _takes_settled(hyps):
+                    break  # the takes come last, strongest first: the rest are listed unfitted
                 hyps.extend(_group_hypotheses(key, members, stems, scans, cache, speed, focus, band,
                                               estimate_speed=not speed_known and not (is_take and settled)))
             fitted |= set(todo)
@@ -347,6 +354,7 @@ def locate(
         cur = best_by_group.get(h.group)
         if cur is None or h.decomposition.explained > cur.decomposition.explained:
             best_by_group[h.group] = h
+    best_by_group = {k: _with_channels(h, cache) for k, h in best_by_group.items()}
     winner = max(best_by_group.values(), key=lambda h: h.decomposition.explained)
 
     zcrit = _z_critical(n_lags)
@@ -668,9 +676,29 @@ def _significant_groups(groups: dict, scans: dict[int, list[ChannelScan]], zc: f
 
     z = {k: zmax(v) for k, v in groups.items()}
     keep = {k: v for k, v in groups.items() if z[k] >= zc} or groups
-    # The takes of one scene repeat its lines, so many correlate; the few strongest are the candidates.
+    # The takes of one scene repeat its lines, so many correlate; the few strongest are the candidates,
+    # strongest first (after the other timelines).
     takes = sorted((k for k in keep if k and k[0] == "take"), key=lambda k: -z[k])
-    return {k: v for k, v in keep.items() if k not in set(takes[MAX_TAKE_FITS:])}
+    out = {k: v for k, v in keep.items() if not (k and k[0] == "take")}
+    out.update((k, keep[k]) for k in takes[:MAX_TAKE_FITS])
+    return out
+
+
+def _takes_settled(hyps: list[Hypothesis]) -> bool:
+    """True when the takes fitted so far leave nothing for another to show: a timeline explains at least
+    TAKES_SETTLED_EXPLAINED of the clip (the takes then only give the dialogue's provenance) and a take
+    explains the clip as far as that timeline's dialogue does, to within TAKES_SETTLED_MARGIN of the clip.
+    A line recorded in several takes (identical in all, as a wild line copied) is then in each alike."""
+    timelines = [h for h in hyps if h.group[:1] != ("take",)]
+    takes = [h for h in hyps if h.group[:1] == ("take",)]
+    if not timelines or not takes:
+        return False
+    best = max(timelines, key=lambda h: h.decomposition.explained)
+    if best.decomposition.explained < TAKES_SETTLED_EXPLAINED:
+        return False
+    dx = sum(v for i, v in best.decomposition.shares.items() if best.stems[i].role == "DX")
+    top = max(h.decomposition.shares.get(0, 0.0) for h in takes)
+    return dx > 0 and top >= dx - TAKES_SETTLED_MARGIN
 
 
 _FEATURES: dict[tuple, np.ndarray] = {}
@@ -830,14 +858,27 @@ def _fit(key, members, stems, scans, cache, lag: float, speed: float, focus, ban
     choose_focus(dec, n / sr, **focus)
     peaks = []
     for m in members:
-        _, t = cache.get(stems[m].samplerate, speed)
-        res = refine_peak(stems[m].path, t, int(round(lag)), radius=4)
-        ch = int(np.argmax([v for _, v in res]))
         # Significance is judged where the search ran (the coarse scan), not on the full-rate refinement.
         z = max(s.z_of(s.value_near(lag)) for s in scans[m])
         own = max(scans[m], key=lambda c: c.best)
-        peaks.append(_Peak(ch, res[ch][1], float(z), own.best_lag, own.best))
+        peaks.append(_Peak(None, None, float(z), own.best_lag, own.best))
     return Hypothesis(key, tuple(stems[m] for m in members), lag, tuple(peaks), dec, speed)
+
+
+def _with_channels(h: Hypothesis, cache: _ClipCache) -> Hypothesis:
+    """`h` with each stem's best channel and its full-rate NCC at the hypothesis's lag: measured only for
+    the hypotheses reported (a timeline's best), not for every candidate fitted."""
+    from dataclasses import replace
+
+    if all(p.channel is not None for p in h.peaks):
+        return h
+    peaks = []
+    for stem, p in zip(h.stems, h.peaks, strict=True):
+        _, t = cache.get(stem.samplerate, h.speed)
+        res = refine_peak(stem.path, t, int(round(h.lag)), radius=4)
+        ch = int(np.argmax([v for _, v in res]))
+        peaks.append(replace(p, channel=ch, ncc=res[ch][1]))
+    return replace(h, peaks=tuple(peaks))
 
 
 def _matches(best_by_group, winner) -> list[Match]:
