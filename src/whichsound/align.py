@@ -142,12 +142,14 @@ def make_template(x: np.ndarray, samplerate: int, *, floor_db: float = -50.0) ->
 def _block_size(length: int, span: int | None = None) -> int:
     """FFT block (samples) for a clip of `length` samples: at least 3x the clip and _MIN_BLOCK over a
     whole file; for a window of `span` lags, just large enough to cover it in one block (a pre-search's
-    2 s windows at 8 kHz need 32 k, not 128 k)."""
+    2 s windows at 8 kHz need 36 k, not 128 k)."""
     n = _MIN_BLOCK
     while n < 3 * length:
         n *= 2
     if span is not None:
-        n = min(n, 1 << int(np.ceil(np.log2(span + length))))
+        from scipy import fft
+
+        n = min(n, fft.next_fast_len(span + length, real=True))  # 2-3-5-smooth: a 36 k window is not 64 k
     return n
 
 
@@ -592,10 +594,12 @@ def envelope_features(x: np.ndarray) -> np.ndarray:
     return envelope_from_energies(band_energies(x))
 
 
-def envelope_ncc(ref: np.ndarray, clip: np.ndarray, *, spectrum=None) -> np.ndarray:
+def envelope_ncc(ref: np.ndarray, clip: np.ndarray, *, spectrum=None, clip_spectra: dict | None = None) -> np.ndarray:
     """Normalised correlation of mean-removed clip features (m, bands) at every place in `ref` (n, bands)
     features: score[k] for the clip's first frame at ref frame k (n - m + 1 places; empty when shorter).
-    `spectrum`: envelope_spectrum(ref, >= m) when the caller reuses one reference for many clips."""
+    `spectrum`: envelope_spectrum(ref, >= m) when the caller reuses one reference for many clips;
+    `clip_spectra`: a dict (FFT length -> the clip's spectrum) kept by a caller that correlates one clip
+    with many references (the takes of a production folder share a length)."""
     from scipy import fft
 
     m = len(clip)
@@ -605,7 +609,13 @@ def envelope_ncc(ref: np.ndarray, clip: np.ndarray, *, spectrum=None) -> np.ndar
     if ce <= 0:
         return np.zeros(len(ref) - m + 1)
     n, R, cs = spectrum if spectrum is not None else envelope_spectrum(ref, m)
-    corr = fft.irfft(R * np.conj(fft.rfft(clip, n, axis=0)), n, axis=0).sum(axis=1)[: len(ref) - m + 1]
+    C = None if clip_spectra is None else clip_spectra.get(n)
+    if C is None:
+        C = np.conj(fft.rfft(clip, n, axis=0))
+        if clip_spectra is not None:
+            clip_spectra[n] = C
+    # Summed over the bands before the inverse transform (it is linear): one inverse FFT, not one per band.
+    corr = fft.irfft(np.einsum("kb,kb->k", R, C), n)[: len(ref) - m + 1]
     e = cs[m:] - cs[: len(ref) - m + 1]
     return corr / np.sqrt(np.maximum(e, 1e-12) * ce)
 
@@ -621,11 +631,11 @@ def envelope_spectrum(ref: np.ndarray, max_len: int) -> tuple[int, np.ndarray, n
 
 
 def envelope_places(ref: np.ndarray, clip: np.ndarray, count: int, exclusion: int, *,
-                    spectrum=None) -> list[tuple[int, float]]:
+                    spectrum=None, clip_spectra: dict | None = None) -> list[tuple[int, float]]:
     """The `count` best places (ref frame, score) of mean-removed clip features in `ref`, at least
     `exclusion` frames apart, best first: the candidates a pre-search hands to the waveform scan.
     `spectrum`: envelope_spectrum(ref, >= len(clip)) when the caller reuses it."""
-    score = envelope_ncc(ref, clip, spectrum=spectrum).astype(np.float64)
+    score = envelope_ncc(ref, clip, spectrum=spectrum, clip_spectra=clip_spectra).astype(np.float64)
     out: list[tuple[int, float]] = []
     while len(out) < count and len(score) and np.isfinite(score.max()):
         k = int(np.argmax(score))

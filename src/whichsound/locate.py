@@ -578,12 +578,14 @@ def _presearch(sel: list[Stem], cache: _ClipCache, index, near) -> tuple[dict, d
     clipf = cache.envelope()
     exclusion = int(PRESEARCH_EXCLUSION_S / ENV_FRAME_S)
     ranked = []
+    clip_spectra: dict = {}
     longest = 1 << max(0, (len(clipf) - 1).bit_length())  # clip lengths in octaves: references reused
     for key, members in group_timelines(sel).items():
         ref, pad, spectrum = _envelope_reference([sel[j] for j in members], [entries[j] for j in members],
                                                  [energies[j] for j in members], longest)
         places = [(k - pad, v) for k, v in
-                  envelope_places(ref, clipf, PRESEARCH_PLACES, exclusion, spectrum=spectrum)]
+                  envelope_places(ref, clipf, PRESEARCH_PLACES, exclusion, spectrum=spectrum,
+                                  clip_spectra=clip_spectra)]
         if places:
             ranked.append((places[0][1], key, members, places))
     ranked.sort(key=lambda r: -r[0])
