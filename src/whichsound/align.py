@@ -172,7 +172,7 @@ def ncc_lags(tmpl: Template, seg: np.ndarray, n: int | None = None) -> np.ndarra
         out = np.zeros((0, seg.shape[1]), dtype=np.float32)
         return out[:, 0] if squeeze else out
     if n is None:
-        n = 1 << int(np.ceil(np.log2(seg.shape[0])))
+        n = fft.next_fast_len(seg.shape[0], real=True)  # no wrap into the lags kept; 2-3-5-smooth, not 2^k
     B = fft.rfft(seg, n, axis=0, workers=-1)
     c = fft.irfft(B * tmpl.conj_spectrum(n)[:, None], n, axis=0, workers=-1)
     y = fft.irfft(B * tmpl.filter_spectrum(n)[:, None], n, axis=0, workers=-1)
