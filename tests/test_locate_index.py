@@ -313,3 +313,28 @@ def test_fit_significance_sets_the_winners_fit_against_fits_at_random_places(tmp
     # the engine is all of the clip at its place and nowhere else: far past any critical z of the scan
     assert right > loc._z_critical(n)
     assert wrong < 3.0  # a place like the random ones
+
+
+def test_takes_stop_once_one_explains_the_dialogue():
+    # Takes only add provenance to a clip a timeline explains: once one take explains as much of the clip as
+    # the timeline's dialogue stem (within TAKES_SETTLED_MARGIN), the weaker takes are not fitted. Not while
+    # the timeline explains under TAKES_SETTLED_EXPLAINED (a take may then be the source itself), nor when
+    # the best take falls short of the dialogue.
+    from types import SimpleNamespace
+
+    import whichsound.locate as loc
+    from whichsound.attribute import Decomposition
+
+    def hyp(group, roles, parts, resid):
+        comp = np.array([parts], dtype=float)
+        dec = Decomposition(np.zeros(1), comp, np.array([resid]), np.array([comp.sum() + resid]), np.ones(1))
+        return loc.Hypothesis(group, tuple(SimpleNamespace(role=r) for r in roles), 0.0, (), dec)
+
+    reel = hyp(("reel",), ("DX", "FX"), (0.60, 0.35), 0.05)  # explains 0.95; dialogue 0.60 of the clip
+    same = hyp(("take", "T1"), ("PROD",), (0.59,), 0.41)
+    short = hyp(("take", "T2"), ("PROD",), (0.50,), 0.50)
+    assert loc._takes_settled([reel, same])
+    assert not loc._takes_settled([reel, short])
+    assert not loc._takes_settled([reel])  # no take fitted yet
+    weak = hyp(("reel",), ("DX", "FX"), (0.50, 0.30), 0.20)  # explains 0.80: the takes may hold more
+    assert not loc._takes_settled([weak, hyp(("take", "T1"), ("PROD",), (0.50,), 0.50)])
