@@ -145,8 +145,16 @@ def _band_major_stft(x: np.ndarray, nfft: int, hop: int) -> np.ndarray:
     # leaves its output band-major.
     frames = as_strided(xp, shape=(nfft, nfr, xp.shape[1]), strides=(xp.strides[0], hop * xp.strides[0],
                                                                      xp.strides[1]), writeable=False)
-    win = np.hanning(nfft + 1)[:nfft].astype(np.float32)
-    return fft.rfft(frames * win[:, None, None], axis=0, workers=-1).astype(np.complex64, copy=False)
+    win = np.hanning(nfft + 1)[:nfft, None, None].astype(np.float32)
+    out = np.empty((nfft // 2 + 1, nfr, xp.shape[1]), dtype=np.complex64)
+    for f0 in range(0, nfr, _STFT_BLOCK):  # bounded temporaries, however long the clip
+        f1 = min(nfr, f0 + _STFT_BLOCK)
+        out[:, f0:f1] = fft.rfft(frames[:, f0:f1] * win, axis=0, workers=-1)
+    return out
+
+
+#: Frames transformed at a time by _band_major_stft (its windowed copy: nfft x this x channels floats).
+_STFT_BLOCK = 256
 
 
 def _stft_params(samplerate: int) -> tuple[int, int]:
