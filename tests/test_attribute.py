@@ -433,14 +433,14 @@ def test_the_path_transfer_of_a_clean_copy_is_flat_and_a_noise_in_one_band_stays
     assert dec.residual == pytest.approx(0.2, abs=0.03)  # 0.25 / 1.25 of the clip
 
     # The transfer itself, from the fit's normal equations: flat (1, to 0.5 dB) for the plain mix.
-    from whichsound.attribute import _stft_params, stft
+    from whichsound.attribute import _band_major_stft, _stft_params
 
     nfft, hop = _stft_params(SR)
-    X = stft(mix[:, None], nfft, hop)
-    A = np.concatenate([stft(dx[:, None], nfft, hop), stft(eng[:, None], nfft, hop)], axis=2)
+    X = _band_major_stft(mix, nfft, hop)  # (bins, frames, 1)
+    A = _band_major_stft(np.stack([dx, eng], axis=1), nfft, hop)  # (bins, frames, 2)
     fits, normal = [], []
-    for lo, hi in band_edges(X.shape[1]):
-        a, y = A[:, lo:hi].reshape(-1, 2), X[:, lo:hi].reshape(-1, 1)
+    for lo, hi in band_edges(X.shape[0]):
+        a, y = A[lo:hi].reshape(-1, 2), X[lo:hi].reshape(-1, 1)
         normal.append((a.conj().T @ a, a.conj().T @ y))
         fits.append((lo, hi, np.linalg.solve(normal[-1][0], normal[-1][1])))
     h = path_transfer(fits, normal)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["Decomposition", "Match", "Verdict", "band_edges", "choose_focus", "decompose", "event_focus",
-           "focus_weights", "stft"]
+           "focus_weights"]
 
 
 @dataclass(frozen=True)
@@ -125,14 +125,9 @@ class Decomposition:
         return out
 
 
-def stft(x: np.ndarray, nfft: int, hop: int) -> np.ndarray:
-    """Hann-windowed STFT of (n, ch) -> (frames, nfft//2+1, ch), frames centred every `hop` samples."""
-    return np.ascontiguousarray(np.transpose(_band_major_stft(x, nfft, hop), (1, 0, 2)))
-
-
 def _band_major_stft(x: np.ndarray, nfft: int, hop: int) -> np.ndarray:
-    """Hann-windowed STFT of (n, ch) as (bins, frames, ch) complex64, frames as stft()'s: a band's bins
-    are then one contiguous block, and its equations one matrix without a copy."""
+    """Hann-windowed STFT of (n, ch) as (bins, frames, ch) complex64, frames centred every `hop` samples:
+    a band's bins are then one contiguous block, and its equations one matrix without a copy."""
     from numpy.lib.stride_tricks import as_strided
     from scipy import fft
 
@@ -269,7 +264,8 @@ def decompose(
     # own fit's residual counts.
     attenuated: dict[int, np.ndarray] = {}
     for j in _attenuated_bands(fits, path_transfer(fits, normal)):
-        lo, hi, attenuated[j] = fits[j]
+        lo, hi, g = fits[j]
+        attenuated[j] = g.astype(np.complex64)
         fits[j] = (lo, hi, None)
         live_bin[lo:hi] = False
     # Lost bands borrow gains from the nearest band the clip kept whole: a band straddling the cut-off is
@@ -286,9 +282,9 @@ def decompose(
             keep = bmask[lo:hi] & (live_bin[lo:hi] != lost)
             if not keep.any():
                 continue
-            whole = bool(keep.all())
-            a_b = (A[lo:hi] if whole else A[lo:hi][keep]).reshape(-1, K)  # (bins x frames, K)
-            y_b = (X[lo:hi] if whole else X[lo:hi][keep]).reshape(-1, cc)
+            all_kept = bool(keep.all())  # a band-major slice is then a view, not a copy
+            a_b = (A[lo:hi] if all_kept else A[lo:hi][keep]).reshape(-1, K)  # (bins x frames, K)
+            y_b = (X[lo:hi] if all_kept else X[lo:hi][keep]).reshape(-1, cc)
             wb = bin_weight[lo:hi][keep]
             fit_total = np.zeros((a_b.shape[0], cc), dtype=np.complex64)
             for i in range(n_src):
@@ -298,7 +294,7 @@ def decompose(
             if lost:
                 total_e += _frame_energy(fit_total, wb, F)
                 if j in attenuated and ATTENUATED_RESIDUAL:
-                    unexplained = _frame_energy(y_b - a_b @ attenuated[j].astype(np.complex64), wb, F)
+                    unexplained = _frame_energy(y_b - a_b @ attenuated[j], wb, F)
                     resid_e += unexplained
                     total_e += unexplained
                     heard_total += _frame_energy(y_b, wb, F)
