@@ -238,3 +238,26 @@ def test_scans_of_windows_merge_into_the_whole_scans_values_there():
 
     n = _block_size(tmpl.length, 4000 + 32)
     assert tmpl.length + 4000 + 32 <= n < 16384 and _block_size(tmpl.length) == 131072
+
+
+def test_long_clip_shortcuts_give_the_plain_computation():
+    # A long clip's template is filtered by overlap-add and its refinement's window energies slide from the
+    # first window: both must equal the one-FFT convolution and the cumulative sum they replace, to float64
+    # rounding (1e-9 relative is far above it and far below anything the NCC could show).
+    from scipy import fft
+
+    from whichsound.align import _filtered, _window_energy
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(300_001)
+    h = rng.standard_normal(1025)
+    m = fft.next_fast_len(len(x) + len(h) - 1, real=True)
+    plain = fft.irfft(fft.rfft(x, m) * fft.rfft(h, m), m)[: len(x) + len(h) - 1]
+    np.testing.assert_allclose(_filtered(x, h, block=2**16), plain, rtol=0, atol=1e-9 * np.abs(plain).max())
+
+    y = rng.standard_normal((200_000, 2)).astype(np.float32)
+    q0, lt = 1024, 150_000
+    for count in (17, 40_000):  # few lags: slides; many: cumulative sum
+        y2 = y[q0 : q0 + count + lt - 1].astype(np.float64) ** 2
+        cs = np.concatenate([np.zeros((1, 2)), np.cumsum(y2, axis=0)])
+        np.testing.assert_allclose(_window_energy(y, q0, count, lt), cs[lt : lt + count] - cs[:count], rtol=1e-9)

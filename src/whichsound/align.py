@@ -66,7 +66,7 @@ class Template:
             from scipy import fft
 
             got = (np.conj(fft.rfft(self.t, n)) * fft.rfft(self.h, n)).astype(np.complex64)
-            self.t_fft_cache[n] = got
+            self._keep(n, got)
         return got
 
     def filter_spectrum(self, n: int) -> np.ndarray:
@@ -76,8 +76,19 @@ class Template:
             from scipy import fft
 
             got = fft.rfft(self.h, n).astype(np.complex64)
-            self.t_fft_cache[key] = got
+            self._keep(key, got)
         return got
+
+    def _keep(self, key, value: np.ndarray) -> None:
+        """Cache a block multiplier, dropping the others when they would hold over _SPECTRA_BYTES (a long
+        clip's full-length spectra are tens of MB each)."""
+        if sum(v.nbytes for v in self.t_fft_cache.values()) + value.nbytes > _SPECTRA_BYTES:
+            self.t_fft_cache.clear()
+        self.t_fft_cache[key] = value
+
+
+#: Bytes of block multipliers a Template keeps cached.
+_SPECTRA_BYTES = 256 * 2**20
 
 
 def _whitening_filter(x: np.ndarray, samplerate: int, taps: int, floor_db: float) -> np.ndarray:
@@ -130,13 +141,28 @@ def make_template(x: np.ndarray, samplerate: int, *, floor_db: float = -50.0) ->
     n = len(x)
     taps = int(min(1025, max(33, (n // 4) | 1)))
     h = _whitening_filter(x, samplerate, taps, floor_db)
-    from scipy import fft
 
-    m = fft.next_fast_len(n + taps - 1, real=True)
-    xw = fft.irfft(fft.rfft(x, m) * fft.rfft(h, m), m)[: n + taps - 1]  # full linear convolution
-    t = xw[taps - 1 : n]
+    t = _filtered(x, h)[taps - 1 : n]
     energy = float(np.dot(t, t))
     return Template(samplerate, x.astype(np.float32), h, t.astype(np.float32), energy)
+
+
+def _filtered(x: np.ndarray, h: np.ndarray, block: int = 2**20) -> np.ndarray:
+    """Full linear convolution of float64 `x` with FIR `h` (len(x) + len(h) - 1 samples): in one FFT when
+    short, by overlap-add in blocks of `block` samples when long (bounded temporaries)."""
+    from scipy import fft
+
+    taps = len(h)
+    if len(x) <= block:
+        m = fft.next_fast_len(len(x) + taps - 1, real=True)
+        return fft.irfft(fft.rfft(x, m) * fft.rfft(h, m), m)[: len(x) + taps - 1]
+    m = fft.next_fast_len(block + taps - 1, real=True)
+    hs = fft.rfft(h, m)
+    out = np.zeros(len(x) + taps - 1)
+    for a in range(0, len(x), block):
+        seg = x[a : a + block]
+        out[a : a + len(seg) + taps - 1] += fft.irfft(fft.rfft(seg, m) * hs, m)[: len(seg) + taps - 1]
+    return out
 
 
 def _block_size(length: int, span: int | None = None) -> int:
@@ -173,19 +199,48 @@ def ncc_lags(tmpl: Template, seg: np.ndarray, n: int | None = None) -> np.ndarra
         return out[:, 0] if squeeze else out
     if n is None:
         n = fft.next_fast_len(seg.shape[0], real=True)  # no wrap into the lags kept; 2-3-5-smooth, not 2^k
-    B = fft.rfft(seg, n, axis=0, workers=-1)
-    c = fft.irfft(B * tmpl.conj_spectrum(n)[:, None], n, axis=0, workers=-1)
-    y = fft.irfft(B * tmpl.filter_spectrum(n)[:, None], n, axis=0, workers=-1)
-    out = _normalise(c, y, tmpl, M - 1, count, Lt)
+    # A long clip's transforms are tens of MB per channel: then one channel at a time.
+    step = seg.shape[1] if n * seg.shape[1] <= _NCC_SAMPLES else 1
+    parts = []
+    for ch in range(0, seg.shape[1], step):
+        B = fft.rfft(seg[:, ch : ch + step], n, axis=0, workers=-1)
+        c = fft.irfft(B * tmpl.conj_spectrum(n)[:, None], n, axis=0, workers=-1)
+        y = fft.irfft(B * tmpl.filter_spectrum(n)[:, None], n, axis=0, workers=-1)
+        del B
+        parts.append(_normalise(c, y, tmpl, M - 1, count, Lt))
+    out = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
     return out[:, 0] if squeeze else out
+
+
+#: Samples x channels of stem transformed at once by ncc_lags.
+_NCC_SAMPLES = 2**23
+
+
+def _window_energy(y: np.ndarray, q0: int, count: int, Lt: int) -> np.ndarray:
+    """Energy of `y` (n, ch) over the windows [q0 + k, q0 + k + Lt) for k < count: (count, ch) float64.
+    A few lags over a long window (a long clip's refinement) slide from the first window's sum instead of
+    holding a float64 cumulative sum as long as the clip."""
+    if 8 * count >= Lt:
+        y2 = y[q0 : q0 + count + Lt - 1].astype(np.float64) ** 2
+        cs = np.zeros((y2.shape[0] + 1, y2.shape[1]))
+        np.cumsum(y2, axis=0, out=cs[1:])
+        return cs[Lt : Lt + count] - cs[:count]
+    first = np.zeros(y.shape[1])
+    for a in range(q0, q0 + Lt, 2**20):
+        part = y[a : min(a + 2**20, q0 + Lt)].astype(np.float64)
+        first += np.einsum("ij,ij->j", part, part)
+    head = y[q0 : q0 + count - 1].astype(np.float64) ** 2
+    tail = y[q0 + Lt : q0 + Lt + count - 1].astype(np.float64) ** 2
+    e = np.empty((count, y.shape[1]))
+    e[0] = first
+    np.cumsum(tail - head, axis=0, out=e[1:])
+    e[1:] += first
+    return e
 
 
 def _normalise(c: np.ndarray, y: np.ndarray, tmpl: Template, q0: int, count: int, Lt: int) -> np.ndarray:
     """NCC for lags q0..q0+count-1 of the correlation `c` with filtered stem `y` (both (n, ch))."""
-    y2 = y[q0 : q0 + count + Lt - 1].astype(np.float64) ** 2
-    cs = np.zeros((y2.shape[0] + 1, y2.shape[1]))
-    np.cumsum(y2, axis=0, out=cs[1:])
-    e = cs[Lt : Lt + count] - cs[:count]
+    e = _window_energy(y, q0, count, Lt)
     num = c[q0 : q0 + count].astype(np.float64)
     denom = np.sqrt(np.maximum(e, 0.0) * tmpl.energy)
     # Silence (or near-digital silence) in the stem window has no meaningful correlation.

@@ -35,7 +35,15 @@ from whichsound.align import (
     speed_search,
     summed_band_energies,
 )
-from whichsound.attribute import Decomposition, Match, Verdict, choose_focus, clip_stft, decompose
+from whichsound.attribute import (
+    Decomposition,
+    Match,
+    RegressorReader,
+    Verdict,
+    choose_focus,
+    clip_stft,
+    decompose,
+)
 from whichsound.audio import Clip, read_clip, read_segment, to_mono
 from whichsound.errors import ClipError, InputError, WhichsoundError
 from whichsound.stems import ROLE_NAMES, Discovery, Stem, discover, group_timelines, share_clocks
@@ -851,12 +859,18 @@ def _aligned(stem: Stem, lag: float, n: int) -> np.ndarray:
     return out[pad : pad + n].astype(np.float32)
 
 
+def _regressors(stems, lag: float) -> RegressorReader:
+    """The stems' samples under the clip at `lag`, read a block at a time as decompose() asks for them."""
+    return RegressorReader(tuple(st.channels for st in stems),
+                           lambda start, n: [_aligned(st, lag + start, n) for st in stems])
+
+
 def _fit(key, members, stems, scans, cache, lag: float, speed: float, focus, band) -> Hypothesis:
     sr = stems[members[0]].samplerate
     samples, _ = cache.get(sr, speed)
     n = samples.shape[0]
-    regs = [_aligned(stems[m], lag, n) for m in members]
-    dec = decompose(samples, regs, sr, band=band, clip_stft=cache.stft(sr, speed))
+    dec = decompose(samples, _regressors([stems[m] for m in members], lag), sr, band=band,
+                    clip_stft=lambda: cache.stft(sr, speed))
     choose_focus(dec, n / sr, **focus)
     peaks = []
     for m in members:
@@ -957,8 +971,8 @@ def _fit_significance(winner: Hypothesis, cache: _ClipCache, band) -> float:
         return 0.0
     null = []
     for lag in far:
-        regs = [_aligned(st, float(round(lag)), n) for st in winner.stems]
-        null.append(decompose(samples, regs, sr, band=band, clip_stft=cache.stft(sr, winner.speed)).explained)
+        null.append(decompose(samples, _regressors(winner.stems, float(round(lag))), sr, band=band,
+                              clip_stft=lambda: cache.stft(sr, winner.speed)).explained)
     mu, sd = float(np.mean(null)), float(np.std(null, ddof=1))
     return (winner.decomposition.explained - mu) / max(sd, 0.01)
 
