@@ -159,6 +159,9 @@ def main() -> None:
                     help="ffmpeg binary for audio-offset-finder when none is on PATH (e.g. imageio-ffmpeg's)")
     ap.add_argument("--notes", type=int, default=100, help="Notes of the batch run (the first N of 100).")
     ap.add_argument("--full-rate", action="store_true", help="Also time locate --no-index (full-rate scan).")
+    ap.add_argument("--long-clips", default="",
+                    help="Also time warm locate of mix excerpts this many minutes long (comma-separated, e.g. "
+                         "1,5), cut from the printmaster at 10 min: bounded memory whatever the clip's length.")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -178,7 +181,7 @@ def main() -> None:
     truth = json.loads((work / "truth.json").read_text())
     print(f"material in {work} ({time.perf_counter() - t0:.0f} s): reel {truth['minutes']:g} min x 5 stems, "
           f"{truth['takes']} takes x {truth['take_s']:g} s")
-    files = sorted(p for p in work.rglob("*.wav") if p.name not in ("clip.wav",))
+    files = sorted(p for p in work.rglob("*.wav") if p.name != "clip.wav" and not p.name.startswith("long_"))
     gb = sum(p.stat().st_size for p in files) / 1e9
     print(f"{len(files)} files, {gb:.2f} GB")
     ws = [sys.executable, "-m", "whichsound"]
@@ -199,6 +202,17 @@ def main() -> None:
                        "index build (all files)")
     res["warm"] = run([*ws, "locate", clip, *stems, "--cache", str(cache), "--json"], "warm locate (5 s clip)")
     res["warm2"] = run([*ws, "locate", clip, *stems, "--cache", str(cache), "--json"], "warm locate again")
+    long_truth = {}
+    for minutes in (float(m) for m in args.long_clips.split(",") if m.strip()):
+        at = 600.0
+        path = work / f"long_{minutes:g}min.wav"
+        with sf.SoundFile(work / "printmaster.wav") as f:
+            f.seek(int(at * SR))
+            sf.write(path, f.read(int(minutes * 60 * SR), dtype="float32"), SR, subtype="PCM_24")
+        key = f"long{minutes:g}"
+        res[key] = run([*ws, "locate", str(path), *stems, "--cache", str(cache), "--json"],
+                       f"warm locate ({minutes:g}-min clip)")
+        long_truth[key] = at
     report = work / "batch.json"
     notes_csv = work / "notes.csv"
     if args.notes < 100:  # the first N notes only: a quicker measure of the rate
@@ -237,6 +251,12 @@ def main() -> None:
           f"{truth['clip_offset_s']:.4f} s; error {err_ms if err_ms is None else round(err_ms, 3)} ms) "
           f"-> {'right' if ok else 'WRONG'}")
     print(f"batch: {answered}/{len(rows)} notes answered, {rate:.1f} notes/s (process start included)")
+    for key, at in long_truth.items():
+        lv = json.loads(res[key]["stdout"])["verdict"] if res[key]["exit"] in (0, 1) else {}
+        off = lv.get("offset_s")
+        right = lv.get("stem") is not None and off is not None and abs(off - at) < 0.001
+        print(f"{res[key]['label']}: {lv.get('stem')} at {off} s (truth: the reel at {at:g} s) "
+              f"-> {'right' if right else 'WRONG'}")
     print()
     print(f"{'measure':<34} {'wall s':>8} {'RSS MB':>8}  target")
     targets = {"build": "<= 60 s", "warm": "<= 1.0 s", "warm2": "<= 1.0 s", "batch": ">= 20 notes/s",

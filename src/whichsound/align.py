@@ -141,7 +141,6 @@ def make_template(x: np.ndarray, samplerate: int, *, floor_db: float = -50.0) ->
     n = len(x)
     taps = int(min(1025, max(33, (n // 4) | 1)))
     h = _whitening_filter(x, samplerate, taps, floor_db)
-
     t = _filtered(x, h)[taps - 1 : n]
     energy = float(np.dot(t, t))
     return Template(samplerate, x.astype(np.float32), h, t.astype(np.float32), energy)
