@@ -372,3 +372,17 @@ def test_version_names_the_libraries():
     assert result.stdout.startswith("whichsound ")
     for lib in ("numpy", "scipy", "soundfile"):
         assert lib in result.stdout
+
+
+@pytest.mark.parametrize("preset", [None, "2"])
+def test_the_command_line_keeps_blas_to_one_thread_unless_told(preset):
+    # BLAS threads only spin on the library's small products (they doubled a batch's CPU time): the command
+    # line sets one thread before numpy loads, and leaves a value the user chose alone.
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if preset is not None:
+        env["OPENBLAS_NUM_THREADS"] = preset
+    code = ("import sys, os, whichsound.cli; print('numpy' in sys.modules, os.environ['OPENBLAS_NUM_THREADS'])")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", preset or "1"]
