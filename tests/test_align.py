@@ -261,3 +261,21 @@ def test_long_clip_shortcuts_give_the_plain_computation():
         y2 = y[q0 : q0 + count + lt - 1].astype(np.float64) ** 2
         cs = np.concatenate([np.zeros((1, 2)), np.cumsum(y2, axis=0)])
         np.testing.assert_allclose(_window_energy(y, q0, count, lt), cs[lt : lt + count] - cs[:count], rtol=1e-9)
+
+
+def test_fft_lengths_are_fast_and_long_ones_are_shared():
+    # A long clip's refinements ask for lengths a few samples apart; scipy keeps a plan of tens of MB per
+    # length, so past 2^20 they must map to one length. Every length is 2-3-5-smooth and covers the request.
+    from whichsound.align import fft_length
+
+    def smooth(n: int) -> bool:
+        for p in (2, 3, 5):
+            while n % p == 0:
+                n //= p
+        return n == 1
+
+    for n in (1, 7, 1000, 240_011, 2**20 + 1, 14_400_129, 14_400_000 + 2 * 512 + 1):
+        m = fft_length(n)
+        assert m >= n and smooth(m)
+    assert fft_length(14_400_000 + 129) == fft_length(14_400_000 + 1025)
+    assert fft_length(240_000) <= 240_000 * 1.1  # short lengths are not rounded up further

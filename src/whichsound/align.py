@@ -146,6 +146,17 @@ def make_template(x: np.ndarray, samplerate: int, *, floor_db: float = -50.0) ->
     return Template(samplerate, x.astype(np.float32), h, t.astype(np.float32), energy)
 
 
+def fft_length(n: int) -> int:
+    """A fast real-FFT length >= n samples. Past 2^20 it is also rounded up to a multiple of 2^16: scipy
+    keeps a plan of tens of MB for every long length it has transformed, and a long clip's refinements
+    (their lengths a few samples apart) then share one."""
+    from scipy import fft
+
+    if n > 2**20:
+        n = -(-n // 2**16) * 2**16
+    return fft.next_fast_len(n, real=True)
+
+
 def _filtered(x: np.ndarray, h: np.ndarray, block: int = 2**20) -> np.ndarray:
     """Full linear convolution of float64 `x` with FIR `h` (len(x) + len(h) - 1 samples): in one FFT when
     short, by overlap-add in blocks of `block` samples when long (bounded temporaries)."""
@@ -153,7 +164,7 @@ def _filtered(x: np.ndarray, h: np.ndarray, block: int = 2**20) -> np.ndarray:
 
     taps = len(h)
     if len(x) <= block:
-        m = fft.next_fast_len(len(x) + taps - 1, real=True)
+        m = fft_length(len(x) + taps - 1)
         return fft.irfft(fft.rfft(x, m) * fft.rfft(h, m), m)[: len(x) + taps - 1]
     m = fft.next_fast_len(block + taps - 1, real=True)
     hs = fft.rfft(h, m)
@@ -197,7 +208,7 @@ def ncc_lags(tmpl: Template, seg: np.ndarray, n: int | None = None) -> np.ndarra
         out = np.zeros((0, seg.shape[1]), dtype=np.float32)
         return out[:, 0] if squeeze else out
     if n is None:
-        n = fft.next_fast_len(seg.shape[0], real=True)  # no wrap into the lags kept; 2-3-5-smooth, not 2^k
+        n = fft_length(seg.shape[0])  # no wrap into the lags kept; 2-3-5-smooth, not 2^k
     # A long clip's transforms are tens of MB per channel: then one channel at a time.
     step = seg.shape[1] if n * seg.shape[1] <= _NCC_SAMPLES else 1
     parts = []

@@ -26,6 +26,7 @@ from whichsound.align import (
     envelope_from_energies,
     envelope_places,
     envelope_spectrum,
+    fft_length,
     make_template,
     merge_scans,
     refine_peak,
@@ -488,12 +489,13 @@ def _share_below(x: np.ndarray, samplerate: int, hz: float) -> float:
     """Share of the energy of mono `x` (DC left out) below `hz`."""
     from scipy import fft
 
-    p = np.abs(fft.rfft(np.asarray(x, dtype=np.float64))) ** 2
+    m = fft_length(len(x))  # zero-padded to a fast length: an awkward one costs time and a cached plan
+    p = np.abs(fft.rfft(np.asarray(x, dtype=np.float64), m)) ** 2
     p[0] = 0.0
     tot = float(p.sum())
     if tot <= 0:
         return 1.0
-    k = int(hz * len(x) / samplerate)
+    k = int(hz * m / samplerate)
     return float(p[:k].sum()) / tot
 
 
@@ -851,7 +853,7 @@ def _aligned(stem: Stem, lag: float, n: int) -> np.ndarray:
 
     pad = 64
     seg = read_segment(stem.path, i - pad, n + 2 * pad + 1)
-    m = fft.next_fast_len(seg.shape[0] + pad, real=True)  # zero tail: the circular wrap stays in the pad
+    m = fft_length(seg.shape[0] + pad)  # zero tail: the circular wrap stays in the pad
     spec = fft.rfft(seg, m, axis=0, workers=-1)
     k = np.arange(spec.shape[0])
     spec *= np.exp(2j * np.pi * k * frac / m).astype(np.complex64)[:, None]  # advance by frac samples
