@@ -288,3 +288,32 @@ def test_only_the_strongest_takes_are_fitted():
     got = _significant_groups(groups, scans, 5.0)
     assert ("stems", 48000, 1) in got
     assert {k for k in got if k[0] == "take"} == {("take", f"T{i}") for i in range(6 - MAX_TAKE_FITS, 6)}
+
+
+def test_search_threads_keep_order_run_nested_maps_inline_and_raise(monkeypatch):
+    # Candidates are refined and fitted over two threads: the answers must come back in the candidates'
+    # order, a map inside a map (a fit inside a candidate) must not wait on the pool it runs in, and a
+    # failure must reach the caller.
+    import threading
+
+    from whichsound import locate as loc
+
+    monkeypatch.setattr(loc, "SEARCH_THREADS", 2)
+    main = threading.get_ident()
+    inner_threads = []
+
+    def outer(i):
+        inner_threads.append({threading.get_ident()} | set(loc._pmap(lambda _: threading.get_ident(), range(3))))
+        return i * i
+
+    assert loc._pmap(outer, range(8)) == [i * i for i in range(8)]
+    assert all(len(t) == 1 for t in inner_threads)  # each nested map ran in its caller's thread
+    assert any(main not in t for t in inner_threads)  # and the outer one did use the pool
+
+    def boom(i):
+        if i == 3:
+            raise ValueError("candidate 3")
+        return i
+
+    with pytest.raises(ValueError, match="candidate 3"):
+        loc._pmap(boom, range(5))

@@ -82,7 +82,7 @@ class Template:
     def _keep(self, key, value: np.ndarray) -> None:
         """Cache a block multiplier, dropping the others when they would hold over _SPECTRA_BYTES (a long
         clip's full-length spectra are tens of MB each)."""
-        if sum(v.nbytes for v in self.t_fft_cache.values()) + value.nbytes > _SPECTRA_BYTES:
+        if sum(v.nbytes for v in list(self.t_fft_cache.values())) + value.nbytes > _SPECTRA_BYTES:
             self.t_fft_cache.clear()
         self.t_fft_cache[key] = value
 

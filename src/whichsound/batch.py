@@ -475,9 +475,13 @@ _STATE: _State | None = None
 
 
 def _init_worker(state: _State) -> None:
-    """Process-pool initializer: the run's discovery and clocks, once per worker."""
+    """Process-pool initializer: the run's discovery and clocks, once per worker; one search thread per
+    worker, the workers already sharing the cores."""
+    import whichsound.locate
+
     global _STATE
     _STATE = state
+    whichsound.locate.SEARCH_THREADS = 1
 
 
 def _worker(task: _Task) -> RowResult:

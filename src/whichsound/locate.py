@@ -9,6 +9,8 @@ explains most of it; the verdict is the stem with the largest share, or "none" w
 from __future__ import annotations
 
 import math
+import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,6 +78,34 @@ TAKES_SETTLED_EXPLAINED = 0.9
 TAKES_SETTLED_MARGIN = 0.02
 #: Candidate lags whose joint (summed squared NCC) peak is under this fraction of the best are not fitted.
 CANDIDATE_FLOOR = 0.25
+
+#: Threads one search spreads its candidates' refinements and fits over; 1 where processes already share
+#: the cores (batch's workers set it).
+SEARCH_THREADS = min(2, os.cpu_count() or 1)
+_POOL = None
+_IN_POOL = threading.local()
+
+
+def _pmap(fn, items) -> list:
+    """[fn(x) for x in items], over SEARCH_THREADS threads (the FFTs, file reads and BLAS products that
+    make up a refinement or a fit let go of the GIL); in order, and in the calling thread when nested."""
+    global _POOL
+    items = list(items)
+    if SEARCH_THREADS <= 1 or len(items) < 2 or getattr(_IN_POOL, "on", False):
+        return [fn(x) for x in items]
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(SEARCH_THREADS, thread_name_prefix="whichsound")
+
+    def run(x):
+        _IN_POOL.on = True
+        try:
+            return fn(x)
+        finally:
+            _IN_POOL.on = False
+
+    return list(_POOL.map(run, items))
 
 
 @dataclass(frozen=True)
@@ -587,35 +617,41 @@ def _presearch(sel: list[Stem], cache: _ClipCache, index, near) -> tuple[dict, d
         return None
     clipf = cache.envelope()
     exclusion = int(PRESEARCH_EXCLUSION_S / ENV_FRAME_S)
-    ranked = []
     clip_spectra: dict = {}
     longest = 1 << max(0, (len(clipf) - 1).bit_length())  # clip lengths in octaves: references reused
-    for key, members in group_timelines(sel).items():
+
+    def placed(item):
+        key, members = item
         ref, pad, spectrum = _envelope_reference([sel[j] for j in members], [entries[j] for j in members],
                                                  [energies[j] for j in members], longest)
         places = [(k - pad, v) for k, v in
                   envelope_places(ref, clipf, PRESEARCH_PLACES, exclusion, spectrum=spectrum,
                                   clip_spectra=clip_spectra)]
-        if places:
-            ranked.append((places[0][1], key, members, places))
+        return (places[0][1], key, members, places) if places else None
+
+    ranked = [r for r in _pmap(placed, group_timelines(sel).items()) if r is not None]
     ranked.sort(key=lambda r: -r[0])
     takes = [r for r in ranked if sel[r[2][0]].role == "PROD"]
     chosen = [r for r in ranked if sel[r[2][0]].role != "PROD"] + takes[:PRESEARCH_TAKES]
     _, tmpl = cache.get(index.rate, 1.0)
     radius = int(PRESEARCH_RADIUS_S * index.rate)
     scan_hop = DEFAULT_HOP // 8  # scan_array's
-    found: dict[int, list[ChannelScan]] = {}
-    for _, _, members, places in chosen:
-        # Every place is scanned and kept: the fit decides among their peaks (a line the edit used twice,
-        # a library effect used again, match one stem at several places; only the true one fits them all).
-        starts = sorted({frame * round(ENV_FRAME_S * index.rate) - radius for frame, _ in places})
-        for j in members:
-            data = entries[j].load()
-            parts = [scan_array(data, tmpl, scale=sel[j].samplerate / index.rate, lag_range=(lo, lo + 2 * radius))
-                     for lo in _aligned_starts(starts, scan_hop, -(tmpl.length // 2))]
-            found[j] = [merge_scans([p[c] for p in parts]) for c in range(len(parts[0]))]
-            for c in found[j]:
-                c.lags = int(data.shape[1])
+    # Every place is scanned and kept: the fit decides among their peaks (a line the edit used twice, a
+    # library effect used again, match one stem at several places; only the true one fits them all).
+    todo = [(j, sorted({frame * round(ENV_FRAME_S * index.rate) - radius for frame, _ in places}))
+            for _, _, members, places in chosen for j in members]
+
+    def scanned(item) -> list[ChannelScan]:
+        j, starts = item
+        data = entries[j].load()
+        parts = [scan_array(data, tmpl, scale=sel[j].samplerate / index.rate, lag_range=(lo, lo + 2 * radius))
+                 for lo in _aligned_starts(starts, scan_hop, -(tmpl.length // 2))]
+        out = [merge_scans([p[c] for p in parts]) for c in range(len(parts[0]))]
+        for c in out:
+            c.lags = int(data.shape[1])
+        return out
+
+    found = {j: got for (j, _), got in zip(todo, _pmap(scanned, todo), strict=True)}
     ruled = {j: e.analysis_frames * e.channels for j, e in enumerate(entries) if j not in found}
     return found, ruled
 
@@ -630,15 +666,16 @@ def _envelope_reference(stems: list[Stem], entries: list, energies: list[np.ndar
     with `pad` frames of no change at each end, so half such a clip may lie off either end as in the full
     scan; pad; their spectrum). Kept per process: batch asks the same of every note."""
     key = (tuple((str(st.path), e.env_checksum) for st, e in zip(stems, entries, strict=True)), longest)
-    if key not in _REFERENCES:
-        held = sum(r.nbytes + sp[1].nbytes + sp[2].nbytes for r, _, sp in _REFERENCES.values())
+    got = _REFERENCES.get(key)
+    if got is None:
+        held = sum(r.nbytes + sp[1].nbytes + sp[2].nbytes for r, _, sp in list(_REFERENCES.values()))
         if held > REFERENCES_BYTES:  # bounded memory: about 35 MB per hour of timeline and clip octave
             _REFERENCES.clear()
         n = min(len(e) for e in energies)
         pad = longest // 2
         ref = np.pad(envelope_from_energies(sum(e[:n] for e in energies)), ((pad, pad), (0, 0)))
-        _REFERENCES[key] = (ref, pad, envelope_spectrum(ref, longest))
-    return _REFERENCES[key]
+        got = _REFERENCES[key] = (ref, pad, envelope_spectrum(ref, longest))
+    return got
 
 
 def _aligned_starts(starts: list[int], hop: int, first: int) -> list[int]:
@@ -794,9 +831,9 @@ def _group_hypotheses(key, members, stems, scans, cache, speed, focus, band, *,
     bins = {b for b in bins if joint[b] >= floor or _own_peak_strong(b, members, scans, first)}
     lags: dict[float, None] = {}
     radius = first.stem_hop if first.scale == 1.0 else first.stem_hop + 2 * int(math.ceil(first.scale))
-    for b in sorted(bins):
-        lags[round(_refine_group(members, stems, cache, speed, first.centre(b), radius)[0], 3)] = None
-    hyps = [_fit(key, members, stems, scans, cache, lag, speed, focus, band) for lag in lags]
+    for lag, _ in _pmap(lambda b: _refine_group(members, stems, cache, speed, first.centre(b), radius), sorted(bins)):
+        lags[round(lag, 3)] = None
+    hyps = _pmap(lambda lag: _fit(key, members, stems, scans, cache, lag, speed, focus, band), lags)
     best = max(hyps, key=lambda h: h.decomposition.explained)
     if not estimate_speed:
         return hyps
