@@ -39,12 +39,15 @@ from whichsound.align import (
     summed_band_energies,
 )
 from whichsound.attribute import (
+    CONTAINED_COHERENT,
+    CONTAINED_OVER,
     Decomposition,
     Match,
     RegressorReader,
     Verdict,
     choose_focus,
     clip_stft,
+    containment,
     decompose,
 )
 from whichsound.audio import Clip, read_clip, read_segment, to_mono
@@ -423,6 +426,15 @@ def locate(
                                            "at full rate"}
         again.warnings = warnings + [w for w in again.warnings if w not in warnings]
         return again
+    if verdict.match is None and ev.get("z", 0.0) >= ev.get("z_critical", float("inf")) \
+            and winner.decomposition.focus != "at":
+        # Aligned, yet mostly unexplained: a noise added to the mix, or one sound of a stem heard alone
+        # (a soloed stem) whose other sounds the fit cannot take out. Only the latter lies under the stem.
+        contained = _contained([winner, *(h for h in best_by_group.values() if h is not winner)], cache, zcrit)
+        if contained is not None:
+            got = _verdict(contained[0], matches, zcrit, min_score, contained=contained[1:])
+            if got.match is not None:
+                verdict = got
     if verdict.match is not None and verdict.match.stem.role == "DX":
         verdict = _with_production(verdict, best_by_group, zcrit, any(stems[i].role == "PROD" for i in scans))
     timeline = [
@@ -1016,10 +1028,41 @@ def _fit_significance(winner: Hypothesis, cache: _ClipCache, band) -> float:
     return (winner.decomposition.explained - mu) / max(sd, 0.01)
 
 
+#: Clips longer than this (s) are not tested for being one sound of a stem heard alone: such a test is
+#: for a noise, and its STFT would cost memory in proportion to the clip.
+CONTAINED_MAX_S = 30.0
+
+
+def _contained(hyps: list[Hypothesis], cache: _ClipCache, zcrit: float) -> tuple[Hypothesis, Stem, float] | None:
+    """The timeline and stem (aligned with z >= `zcrit`) one channel of which holds the clip as one of its
+    sounds heard alone (attribute.containment over the timeline's focus frames: coherent >=
+    CONTAINED_COHERENT, beyond <= CONTAINED_OVER), least beyond first, with that share; or None."""
+    best = None
+    for h in hyps:
+        sr = h.stems[0].samplerate
+        samples, _ = cache.get(sr, h.speed)
+        n = samples.shape[0]
+        if n > CONTAINED_MAX_S * sr:
+            continue
+        X = cache.stft(sr, h.speed)
+        frames = h.decomposition.weights > 0
+        for stem, p in zip(h.stems, h.peaks, strict=True):
+            if p.z < zcrit:
+                continue
+            seg = _aligned(stem, h.lag, n)
+            for c in range(seg.shape[1]):  # a take's sound may be on its boom only
+                beyond, coherent = containment(X, seg[:, [c]], sr, frames)
+                if coherent >= CONTAINED_COHERENT and beyond <= CONTAINED_OVER and (best is None or beyond < best[2]):
+                    best = (h, stem, beyond)
+    return best
+
+
 def _verdict(winner: Hypothesis, matches: list[Match], zcrit: float, min_score: float | None,
-             z_fit: float | None = None) -> Verdict:
+             z_fit: float | None = None, contained: tuple[Stem, float] | None = None) -> Verdict:
     """The verdict from the winning timeline's decomposition; `z_fit`: the fit's own significance
-    (_fit_significance) when the correlation's peak fell short of `zcrit` but the fit passed it."""
+    (_fit_significance) when the correlation's peak fell short of `zcrit` but the fit passed it;
+    `contained`: a stem of the winner that holds the whole clip as a part of itself (_contained), with the
+    share of the clip beyond it: the source even where its other sounds leave most of it unexplained."""
     dec = winner.decomposition
     in_winner = [m for m in matches if any(m.stem is s for s in winner.stems)]
     ranked = sorted(in_winner, key=lambda m: -(m.share or 0.0))
@@ -1052,7 +1095,11 @@ def _verdict(winner: Hypothesis, matches: list[Match], zcrit: float, min_score: 
     if z_fit is not None:
         evidence["z_fit"] = round(z_fit, 2)
     shares_txt = ", ".join(f"{m.stem.role} {m.share:.2f}" for m in ranked[:3])
-    if not aligned or in_no_stem:
+    part = None
+    if aligned and in_no_stem and contained is not None:
+        part = next(m for m in in_winner if m.stem is contained[0])
+        evidence["beyond_stem"] = round(contained[1], 4)
+    if (not aligned or in_no_stem) and part is None:
         why = (
             f"{excess:.2f} of it is in no stem ({shares_txt}, residual {dec.residual:.2f})"
             if aligned
@@ -1062,7 +1109,11 @@ def _verdict(winner: Hypothesis, matches: list[Match], zcrit: float, min_score: 
         text = f"In no stem: {why}. It was added after the stems (print, review copy or room)."
         return Verdict(None, "none", conf, dec.residual, text, evidence=evidence)
     conf = confidence_of(evidence, found=True)
-    top = Match(**{**top.__dict__, "confidence": conf})
+    if part is not None:
+        # The shares say little here (the stem's other sounds are not in the clip): the confidence follows
+        # how far the clip stays under the stem, from 0.9 at none beyond it to 0.6 at the limit.
+        conf = 0.9 - 0.3 * contained[1] / CONTAINED_OVER
+    top = Match(**{**(part or top).__dict__, "confidence": conf})
     from whichsound.report import stem_timecode
 
     tc = stem_timecode(top.stem, top.offset)
@@ -1074,6 +1125,10 @@ def _verdict(winner: Hypothesis, matches: list[Match], zcrit: float, min_score: 
         where = f"{top.stem.rel} ({_take_words(production)})"
     kind = "production take" if top.stem.role == "PROD" else f"{role} stem"
     text = f"In the {kind} {where} (shares: {shares_txt}, residual {dec.residual:.2f})."
+    if part is not None:
+        text = (f"In the {kind} {where}: the clip is a part of it heard alone ({contained[1]:.2f} of the clip "
+                f"lies beyond it; the stem holds other sounds there: shares {shares_txt}, residual "
+                f"{dec.residual:.2f}).")
     if winner.speed != 1.0:
         text += f" The clip runs {describe_speed(winner.speed)}."
     return Verdict(top, top.stem.origin, conf, dec.residual, text, production=production, evidence=evidence)
