@@ -317,3 +317,6 @@ def test_search_threads_keep_order_run_nested_maps_inline_and_raise(monkeypatch)
 
     with pytest.raises(ValueError, match="candidate 3"):
         loc._pmap(boom, range(5))
+    # A long clip's candidates run one at a time, in the caller's thread (two would hold two sets of
+    # full-length transforms).
+    assert set(loc._pmap(lambda _: threading.get_ident(), range(4), parallel=False)) == {main}

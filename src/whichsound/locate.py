@@ -89,12 +89,18 @@ _POOL = None
 _IN_POOL = threading.local()
 
 
-def _pmap(fn, items) -> list:
+#: Clips longer than this (s) are refined and fitted one candidate at a time: two at once would hold two
+#: sets of full-length transforms.
+PARALLEL_MAX_S = 30.0
+
+
+def _pmap(fn, items, parallel: bool = True) -> list:
     """[fn(x) for x in items], over SEARCH_THREADS threads (the FFTs, file reads and BLAS products that
-    make up a refinement or a fit let go of the GIL); in order, and in the calling thread when nested."""
+    make up a refinement or a fit let go of the GIL); in order, and in the calling thread when nested or
+    not `parallel`."""
     global _POOL
     items = list(items)
-    if SEARCH_THREADS <= 1 or len(items) < 2 or getattr(_IN_POOL, "on", False):
+    if not parallel or SEARCH_THREADS <= 1 or len(items) < 2 or getattr(_IN_POOL, "on", False):
         return [fn(x) for x in items]
     if _POOL is None:
         from concurrent.futures import ThreadPoolExecutor
@@ -843,9 +849,11 @@ def _group_hypotheses(key, members, stems, scans, cache, speed, focus, band, *,
     bins = {b for b in bins if joint[b] >= floor or _own_peak_strong(b, members, scans, first)}
     lags: dict[float, None] = {}
     radius = first.stem_hop if first.scale == 1.0 else first.stem_hop + 2 * int(math.ceil(first.scale))
-    for lag, _ in _pmap(lambda b: _refine_group(members, stems, cache, speed, first.centre(b), radius), sorted(bins)):
+    short = cache.clip.duration_s <= PARALLEL_MAX_S
+    for lag, _ in _pmap(lambda b: _refine_group(members, stems, cache, speed, first.centre(b), radius),
+                        sorted(bins), short):
         lags[round(lag, 3)] = None
-    hyps = _pmap(lambda lag: _fit(key, members, stems, scans, cache, lag, speed, focus, band), lags)
+    hyps = _pmap(lambda lag: _fit(key, members, stems, scans, cache, lag, speed, focus, band), lags, short)
     best = max(hyps, key=lambda h: h.decomposition.explained)
     if not estimate_speed:
         return hyps
