@@ -89,8 +89,8 @@ _POOL = None
 _IN_POOL = threading.local()
 
 
-#: Clips longer than this (s) are refined and fitted one candidate at a time: two at once would hold two
-#: sets of full-length transforms.
+#: Clips longer than this (s) are searched, refined and fitted one stem or candidate at a time: two at once
+#: would hold two sets of full-length transforms.
 PARALLEL_MAX_S = 30.0
 
 
@@ -647,7 +647,8 @@ def _presearch(sel: list[Stem], cache: _ClipCache, index, near) -> tuple[dict, d
                                   clip_spectra=clip_spectra)]
         return (places[0][1], key, members, places) if places else None
 
-    ranked = [r for r in _pmap(placed, group_timelines(sel).items()) if r is not None]
+    short = cache.clip.duration_s <= PARALLEL_MAX_S
+    ranked = [r for r in _pmap(placed, group_timelines(sel).items(), short) if r is not None]
     ranked.sort(key=lambda r: -r[0])
     takes = [r for r in ranked if sel[r[2][0]].role == "PROD"]
     chosen = [r for r in ranked if sel[r[2][0]].role != "PROD"] + takes[:PRESEARCH_TAKES]
@@ -669,7 +670,7 @@ def _presearch(sel: list[Stem], cache: _ClipCache, index, near) -> tuple[dict, d
             c.lags = int(data.shape[1])
         return out
 
-    found = {j: got for (j, _), got in zip(todo, _pmap(scanned, todo), strict=True)}
+    found = {j: got for (j, _), got in zip(todo, _pmap(scanned, todo, short), strict=True)}
     ruled = {j: e.analysis_frames * e.channels for j, e in enumerate(entries) if j not in found}
     return found, ruled
 
