@@ -12,7 +12,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import SR, encode_aac, load_sound, speech, write_wav
+from conftest import SR, encode_aac, load_sound, sfx, speech, write_wav
 from whichsound.audio import resample
 from whichsound.errors import AudioReadError, ClipError, InputError
 from whichsound.locate import locate
@@ -320,3 +320,39 @@ def test_search_threads_keep_order_run_nested_maps_inline_and_raise(monkeypatch)
     # A long clip's candidates run one at a time, in the caller's thread (two would hold two sets of
     # full-length transforms).
     assert set(loc._pmap(lambda _: threading.get_ident(), range(4), parallel=False)) == {main}
+
+
+def test_a_narrow_sound_heard_alone_is_found_by_the_second_look(tmp_path, monkeypatch):
+    # A bird call 5 dB over a line of dialogue in the dialogue stem; the questioned clip is the bird alone.
+    # Whitened 50 dB deep, the correlation weighs the line (strong where the bird is weak) far above the
+    # bird and finds nothing: "in no stem" (checked with the second look switched off). Whitened 20 dB
+    # deep it finds the bird, and the clip lies under the stem there: the dialogue stem, at the bird's
+    # place (1 ms), with index.second_look saying how it was found.
+    from whichsound import locate as loc
+
+    rng = np.random.default_rng(3)
+    n = 8 * SR
+    line = np.zeros(n, dtype=np.float32)
+    words = 0.3 * speech("sense_and_sensibility_01_austen_64kb-0870")
+    line[: min(n, len(words))] = words[:n]
+    bird = sfx("scratch__Animal__Bird")
+    at = 4 * SR
+    part = np.zeros(n, dtype=np.float32)
+    part[at : at + len(bird)] = bird
+
+    def db(x):
+        return 10 * np.log10(np.mean(np.asarray(x, dtype=np.float64) ** 2))
+
+    window = slice(at, at + len(bird))
+    part *= np.float32(10 ** ((db(line[window]) + 5 - db(part[window])) / 20))
+    stems = tmp_path / "stems"
+    write_wav(stems / "R1_DX.wav", line + part)
+    write_wav(stems / "R1_BG.wav", (0.01 * rng.standard_normal(n)).astype(np.float32))
+    clip = write_wav(tmp_path / "bird.wav", part[at - SR // 10 : at + len(bird) + SR // 10])
+
+    res = locate(clip, [str(stems)])
+    assert res.verdict.match is not None and res.verdict.match.stem.rel == "R1_DX.wav"
+    assert res.verdict.match.offset_s == pytest.approx((at - SR // 10) / SR, abs=0.001)
+    assert "second_look" in res.index
+    monkeypatch.setattr(loc, "SHALLOW_WHITENING_DB", loc.WHITENING_DB)
+    assert locate(clip, [str(stems)]).verdict.match is None

@@ -450,7 +450,7 @@ def locate(
             info["lies_under"] = got is not None and got[1] is verdict.match.stem
         else:
             info["lies_under"] = True
-    elif (verdict.match is None and whitening_db == WHITENING_DB and focus["at"] is None
+    elif (verdict.match is None and whitening_db == WHITENING_DB != SHALLOW_WHITENING_DB and focus["at"] is None
           and clip.duration_s <= CONTAINED_MAX_S):
         # Whitened to -50 dB, a narrow sound (a bird) heard alone weighs its stem's other sounds (the
         # dialogue) far above itself in the bands where it is weak: the correlation can miss it. A second
