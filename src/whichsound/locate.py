@@ -81,6 +81,12 @@ TAKES_SETTLED_EXPLAINED = 0.9
 TAKES_SETTLED_MARGIN = 0.02
 #: Candidate lags whose joint (summed squared NCC) peak is under this fraction of the best are not fitted.
 CANDIDATE_FLOOR = 0.25
+#: How deep (dB under the clip's strongest band) the clip's spectrum is whitened for the correlation, and
+#: for the second look at a clip found in no stem. On the public bench seed 2, an isolated bird's NCC at
+#: its true place is 0.025 at -50 dB and 0.99 at -20 dB; -30 dB for every search lost as many clips as it
+#: won (seeds 1-2).
+WHITENING_DB = -50.0
+SHALLOW_WHITENING_DB = -20.0
 
 #: Threads one search spreads its candidates' refinements and fits over; 1 where processes already share
 #: the cores (batch's workers set it).
@@ -159,6 +165,8 @@ class LocateResult:
     #: How `focus` was chosen: "event" (the sound the clip is cut around), "handles", "at" (see
     #: attribute.choose_focus).
     focus_by: str | None = None
+    #: A second look's verdict names a stem the clip lies under (_contained): only then is it kept.
+    lies_under: bool = False
 
     @property
     def found(self) -> bool:
@@ -186,7 +194,7 @@ def _z_critical(n_lags: int) -> float:
 class _ClipCache:
     """The clip on each stem's sample grid, per (rate, speed): samples (n, ch) and their mono template."""
 
-    def __init__(self, clip: Clip, whitening_db: float = -50.0):
+    def __init__(self, clip: Clip, whitening_db: float = WHITENING_DB):
         self.clip = clip
         self.whitening_db = whitening_db
         self.mono = to_mono(clip.samples)
@@ -232,7 +240,7 @@ def locate(
     build_jobs: int = 1,
     presearch: bool = True,
     cut_around: bool = True,
-    whitening_db: float = -50.0,
+    second_look: bool = False,
 ) -> LocateResult:
     """Find which stem under `roots` holds the clip's sound, where, at what speed, and how sure that is.
 
@@ -274,7 +282,7 @@ def locate(
     if at is not None and not 0 <= at <= clip.duration_s:
         raise InputError(f"--at {at:g} s lies outside the clip (0 to {clip.duration_s:.3f} s)")
     focus = {"at": at, "handle_s": HANDLE_S, "at_width_s": focus_s, "cut_around": cut_around}
-    cache = _ClipCache(clip, whitening_db)
+    cache = _ClipCache(clip, SHALLOW_WHITENING_DB if second_look else WHITENING_DB)
     idx = open_index(index, warnings)
     info = {"cache": None, "rate": None, "built": 0, "fallback": None if index is not None else "not asked for",
             "presearch": None}
@@ -350,7 +358,7 @@ def locate(
         """This search again, with `changes` to its arguments."""
         args = dict(at=at, band=band, focus_s=focus_s, min_score=min_score, stream=stream, discovery=discovery,
                     clip=clip, near=near, rescan_speeds=rescan_speeds, index=index, speed_known=speed_known,
-                    build_jobs=build_jobs, presearch=presearch, cut_around=cut_around, whitening_db=whitening_db)
+                    build_jobs=build_jobs, presearch=presearch, cut_around=cut_around, second_look=second_look)
         return locate(clip_path, roots, **{**args, **changes})
 
     def everywhere() -> LocateResult:
@@ -443,20 +451,20 @@ def locate(
             got = _verdict(contained[0], matches, zcrit, min_score, contained=contained[1:])
             if got.match is not None:
                 verdict = got
-    if whitening_db != WHITENING_DB and verdict.match is not None:
+    lies_under = False
+    if second_look and verdict.match is not None:
         # A second look is only believed when the clip lies under the stem it found (see below).
-        if "beyond_stem" not in (verdict.evidence or {}):
-            got = _contained([winner], cache, zcrit)
-            info["lies_under"] = got is not None and got[1] is verdict.match.stem
+        if "beyond_stem" in verdict.evidence:  # the verdict is itself that finding
+            lies_under = True
         else:
-            info["lies_under"] = True
-    elif (verdict.match is None and whitening_db == WHITENING_DB != SHALLOW_WHITENING_DB and focus["at"] is None
-          and clip.duration_s <= CONTAINED_MAX_S):
-        # Whitened to -50 dB, a narrow sound (a bird) heard alone weighs its stem's other sounds (the
+            got = _contained([winner], cache, zcrit)
+            lies_under = got is not None and got[1] is verdict.match.stem
+    elif not second_look and verdict.match is None and focus["at"] is None and clip.duration_s <= CONTAINED_MAX_S:
+        # Whitened WHITENING_DB deep, a narrow sound (a bird) heard alone weighs its stem's other sounds (the
         # dialogue) far above itself in the bands where it is weak: the correlation can miss it. A second
         # look whitened only SHALLOW_WHITENING_DB deep is kept when the clip lies under the stem it finds.
-        again = rerun(whitening_db=SHALLOW_WHITENING_DB)
-        if again.index.pop("lies_under", False):
+        again = rerun(second_look=True)
+        if again.lies_under:
             again.index["second_look"] = f"whitened {-SHALLOW_WHITENING_DB:g} dB deep"
             return again
     if verdict.match is not None and verdict.match.stem.role == "DX":
@@ -469,7 +477,7 @@ def locate(
     span = (float(t.min()), float(t.max())) if len(t) else None
     shares = {winner.stems[i].rel: v for i, v in winner.decomposition.shares.items()}
     return LocateResult(clip, verdict, matches, warnings, timeline, span, band, shares, info,
-                        winner.decomposition.focus)
+                        winner.decomposition.focus, lies_under)
 
 
 _OPEN_INDEXES: dict[str, object] = {}
@@ -1055,12 +1063,6 @@ def _fit_significance(winner: Hypothesis, cache: _ClipCache, band) -> float:
     return (winner.decomposition.explained - mu) / max(sd, 0.01)
 
 
-#: How deep (dB under the clip's strongest band) the clip's spectrum is whitened for the correlation, and
-#: for the second look at a clip found in no stem. On the public bench seed 2, an isolated bird's NCC at
-#: its true place is 0.025 at -50 dB and 0.99 at -20 dB; -30 dB for every search lost as many clips as it
-#: won (seeds 1-2).
-WHITENING_DB = -50.0
-SHALLOW_WHITENING_DB = -20.0
 #: Clips longer than this (s) are not tested for being one sound of a stem heard alone: such a test is
 #: for a noise, and its STFT would cost memory in proportion to the clip.
 CONTAINED_MAX_S = 30.0
