@@ -91,6 +91,25 @@ def test_build_then_get_returns_the_same_entry_and_data(index, stem):
     assert index.entries() == [entry]
 
 
+def test_entry_loads_parse_npy_headers_one_thread_at_a_time(index, stem, monkeypatch):
+    """np.load's header parse (ast.literal_eval) is not thread-safe on CPython 3.11 (CI failed with
+    "AST constructor recursion depth mismatch" when two search threads loaded entries at once)."""
+    import threading
+
+    import whichsound.index as ix
+
+    entry = index.build(stem)
+    real = np.load
+    held = []
+    monkeypatch.setattr(ix.np, "load", lambda *a, **k: held.append(ix._NPLOAD_LOCK.locked()) or real(*a, **k))
+    threads = [threading.Thread(target=lambda: (entry.load(), entry.load_energies())) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(held) == 8 and all(held)
+
+
 def test_get_without_entry_is_none_and_ensure_builds(index, stem):
     assert index.get(stem) is None
     entry = index.ensure(stem)

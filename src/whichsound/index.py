@@ -49,6 +49,7 @@ import hashlib
 import multiprocessing
 import os
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -138,14 +139,14 @@ class Entry:
         if self.env_frames == 0:
             return None
         try:
-            return np.load(self.env_path, allow_pickle=False)
+            return _npload(self.env_path)
         except (OSError, ValueError) as exc:
             raise CacheError(f"{self.env_path}: index envelope unreadable ({exc}); rebuild the entry") from None
 
     def load(self, mmap: bool = True) -> np.ndarray:
         """The (channels, n) float16 array: memory-mapped read-only by default, else read into memory."""
         try:
-            return np.load(self.array_path, mmap_mode="r" if mmap else None, allow_pickle=False)
+            return _npload(self.array_path, mmap)
         except (OSError, ValueError) as exc:
             raise CacheError(f"{self.array_path}: index array unreadable ({exc}); rebuild the entry") from None
 
@@ -718,6 +719,18 @@ def _env_path(array_path: Path) -> Path:
     return array_path.with_name(array_path.name[: -len(".npy")] + ENV_SUFFIX)
 
 
+# np.load parses the .npy header with ast.literal_eval, and CPython 3.11's AST constructor keeps its
+# recursion count in interpreter-wide state: two search threads loading entries at once can raise
+# "SystemError: AST constructor recursion depth mismatch" (seen in CI; CPython gh-106905 is its kin).
+_NPLOAD_LOCK = threading.Lock()
+
+
+def _npload(path: Path, mmap: bool = False) -> np.ndarray:
+    """np.load of one index .npy (no pickles), memory-mapped read-only when mmap; thread-safe."""
+    with _NPLOAD_LOCK:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+
+
 def _ident(st: os.stat_result) -> str:
     return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
 
@@ -727,7 +740,7 @@ def _write_energies(array_tmp: Path, tmp: Path) -> int:
     align.summed_band_energies); fsync; return its number of frames."""
     from whichsound.align import summed_band_energies
 
-    e = summed_band_energies([np.load(array_tmp, mmap_mode="r")]).astype("<f4")
+    e = summed_band_energies([_npload(array_tmp, True)]).astype("<f4")
     with open(tmp, "xb") as f:
         np.save(f, e, allow_pickle=False)
         f.flush()
