@@ -356,3 +356,43 @@ def test_a_narrow_sound_heard_alone_is_found_by_the_second_look(tmp_path, monkey
     assert "second_look" in res.index
     monkeypatch.setattr(loc, "SHALLOW_WHITENING_DB", loc.WHITENING_DB)
     assert locate(clip, [str(stems)]).verdict.match is None
+
+
+def test_a_sound_heard_alone_names_the_channel_that_holds_it(tmp_path):
+    # A two-channel effects stem: channel 0 holds a helicopter under city traffic 5 dB over it, channel 1
+    # the same helicopter high-passed at 4 kHz. The clip (the helicopter alone, as a soloed channel 0
+    # gives it) lies under channel 0 cell by cell (0.05 at most beyond it); channel 1 lacks its low
+    # band, most of its energy. The containment test names channel 0, the channel the verdict then reports.
+    from types import SimpleNamespace
+
+    import scipy.signal as ss
+
+    from whichsound.audio import read_clip
+    from whichsound.locate import CONTAINED_OVER, _ClipCache, _contained
+    from whichsound.stems import discover
+
+    n, at, dur = 10 * SR, 5 * SR, 2 * SR
+    heli = np.zeros(n, np.float32)
+    heli[at : at + dur] = sfx("btanks__helicopter")[:dur]
+    city = np.zeros(n, np.float32)
+    city[4 * SR : 8 * SR] = load_sound("amb/btanks__city.flac", 4.0, start_s=1.0)[: 4 * SR]
+
+    def rms_db(x):
+        return 10 * np.log10(np.mean(x.astype(np.float64) ** 2))
+
+    city *= np.float32(10 ** ((rms_db(heli[at : at + dur]) + 5 - rms_db(city[at : at + dur])) / 20))
+    high = ss.sosfilt(ss.butter(8, 4000, "highpass", fs=SR, output="sos"), heli).astype(np.float32)
+    folder = tmp_path / "reel"
+    folder.mkdir()
+    write_wav(folder / "R1_FX.wav", 0.3 * np.stack([heli + city, high], axis=1))
+    start = at - SR // 4
+    write_wav(tmp_path / "heli.wav", 0.3 * heli[start : at + dur + SR // 4])
+
+    (stem,) = discover([str(folder)]).stems
+    cache = _ClipCache(read_clip(tmp_path / "heli.wav"))
+    frames = cache.stft(SR).shape[1]  # (bands, frames, channels)
+    hyp = SimpleNamespace(stems=(stem,), peaks=(SimpleNamespace(z=50.0),), lag=float(start), speed=1.0,
+                          decomposition=SimpleNamespace(weights=np.ones(frames)))
+    got = _contained([hyp], cache, zcrit=5.0)
+    assert got is not None and got[1] is stem
+    assert got[3] == 0 and got[2] <= CONTAINED_OVER

@@ -1068,10 +1068,12 @@ def _fit_significance(winner: Hypothesis, cache: _ClipCache, band) -> float:
 CONTAINED_MAX_S = 30.0
 
 
-def _contained(hyps: list[Hypothesis], cache: _ClipCache, zcrit: float) -> tuple[Hypothesis, Stem, float] | None:
+def _contained(hyps: list[Hypothesis], cache: _ClipCache,
+               zcrit: float) -> tuple[Hypothesis, Stem, float, int] | None:
     """The timeline and stem (aligned with z >= `zcrit`) one channel of which holds the clip as one of its
     sounds heard alone (attribute.containment over the timeline's focus frames: coherent >=
-    CONTAINED_COHERENT, beyond <= CONTAINED_OVER), least beyond first, with that share; or None."""
+    CONTAINED_COHERENT, beyond <= CONTAINED_OVER), least beyond first, with that share and the channel that
+    holds it (a take's bird may be on the boom while the lav's line wins the correlation); or None."""
     best = None
     for h in hyps:
         sr = h.stems[0].samplerate
@@ -1088,16 +1090,17 @@ def _contained(hyps: list[Hypothesis], cache: _ClipCache, zcrit: float) -> tuple
             for c in range(seg.shape[1]):  # a take's sound may be on its boom only
                 beyond, coherent = containment(X, seg[:, [c]], sr, frames)
                 if coherent >= CONTAINED_COHERENT and beyond <= CONTAINED_OVER and (best is None or beyond < best[2]):
-                    best = (h, stem, beyond)
+                    best = (h, stem, beyond, c)
     return best
 
 
 def _verdict(winner: Hypothesis, matches: list[Match], zcrit: float, min_score: float | None,
-             z_fit: float | None = None, contained: tuple[Stem, float] | None = None) -> Verdict:
+             z_fit: float | None = None, contained: tuple[Stem, float, int] | None = None) -> Verdict:
     """The verdict from the winning timeline's decomposition; `z_fit`: the fit's own significance
     (_fit_significance) when the correlation's peak fell short of `zcrit` but the fit passed it;
     `contained`: a stem of the winner that holds the whole clip as a part of itself (_contained), with the
-    share of the clip beyond it: the source even where its other sounds leave most of it unexplained."""
+    share of the clip beyond it and the channel that holds it: the source even where its other sounds leave
+    most of it unexplained."""
     dec = winner.decomposition
     in_winner = [m for m in matches if any(m.stem is s for s in winner.stems)]
     ranked = sorted(in_winner, key=lambda m: -(m.share or 0.0))
@@ -1133,6 +1136,7 @@ def _verdict(winner: Hypothesis, matches: list[Match], zcrit: float, min_score: 
     part = None
     if aligned and in_no_stem and contained is not None:
         part = next(m for m in in_winner if m.stem is contained[0])
+        part = Match(**{**part.__dict__, "channel": contained[2]})
         evidence["beyond_stem"] = round(contained[1], 4)
     if (not aligned or in_no_stem) and part is None:
         why = (
