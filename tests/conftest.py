@@ -95,6 +95,11 @@ def sfx(name: str) -> np.ndarray:
     return load_sound(f"sfx/{name}.flac")
 
 
+def rms_db(x: np.ndarray) -> float:
+    """Level in dB relative to full scale squared (mean square; -200 dB for silence)."""
+    return 10 * np.log10(np.mean(np.asarray(x, dtype=np.float64) ** 2) + 1e-20)
+
+
 def lay_out(sounds: list[np.ndarray], seconds: float, rng: np.random.Generator,
             gap_s: tuple[float, float] = (0.2, 0.8)) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """Place recordings one after the other with random gaps of digital silence, cut to `seconds`.

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import SR, load_sound, sfx, speech, write_wav
+from conftest import SR, load_sound, rms_db, sfx, speech, write_wav
 from whichsound.attribute import band_edges, choose_focus, decompose, event_focus, focus_weights
 from whichsound.locate import locate
 
@@ -23,10 +23,6 @@ def _fit(x: np.ndarray, n: int = N) -> np.ndarray:
     out = np.zeros(n, dtype=np.float32)
     out[: min(n, len(x))] = x[:n]
     return out
-
-
-def _rms_db(x: np.ndarray) -> float:
-    return 10 * np.log10(np.mean(np.asarray(x, dtype=np.float64) ** 2) + 1e-20)
 
 
 def _bandpass_noise(rng, n, lo, hi):
@@ -59,17 +55,17 @@ def scene(tmp_path_factory):
                               0.5 * speech("sense_and_sensibility_01_austen_64kb-0880")]))
     mx = load_sound("music/lincity__02_-_Robert_van_Herk_-_City_Blues.flac", SCENE_S, start_s=3.0, mono=False)
     bg = load_sound("amb/ardentryst__AMB_Intro_4.flac", SCENE_S, start_s=1.0, mono=False)
-    level = _rms_db(dx)
-    mx = mx * 10 ** ((level - 8 - _rms_db(mx)) / 20)
-    bg = bg * 10 ** ((level - 14 - _rms_db(bg)) / 20)
+    level = rms_db(dx)
+    mx = mx * 10 ** ((level - 8 - rms_db(mx)) / 20)
+    bg = bg * 10 ** ((level - 14 - rms_db(bg)) / 20)
     knock = sfx("minetest__default__sounds__default_place_node_hard.2")  # a short, hard knock
     at = int(2.0 * SR)  # inside the first line of dialogue
     # The knock's stem sits 12 dB under the dialogue (as heard in the centre) over the questioned window.
     lo, hi = at - int(0.6 * SR), at + int(1.0 * SR)
-    dx_db = _rms_db(dx[lo:hi] * 10 ** (-3 / 20))
+    dx_db = rms_db(dx[lo:hi] * 10 ** (-3 / 20))
     track = np.zeros(N, dtype=np.float32)
     track[at : at + len(knock)] = knock
-    track *= 10 ** ((dx_db - 12 - _rms_db(track[lo:hi])) / 20)
+    track *= 10 ** ((dx_db - 12 - rms_db(track[lo:hi])) / 20)
     fx = np.stack([0.9 * track, 0.6 * track], axis=1)
     stems = {"R1_DX.wav": dx, "R1_MX.wav": mx.astype(np.float32), "R1_BG.wav": bg.astype(np.float32),
              "R1_FX.wav": fx}
@@ -90,8 +86,8 @@ def test_noise_under_the_loudest_stem_is_attributed_to_its_stem(scene):
     # The effects stem is 10-15 dB under the dialogue over the clip; the knock still owns its instant.
     start = scene["knock_at"] - int(0.6 * SR)
     n = int(1.6 * SR)
-    fx_db = _rms_db(scene["stems"]["R1_FX.wav"][start : start + n])
-    dx_db = _rms_db(scene["stems"]["R1_DX.wav"][start : start + n] * 10 ** (-3 / 20))
+    fx_db = rms_db(scene["stems"]["R1_FX.wav"][start : start + n])
+    dx_db = rms_db(scene["stems"]["R1_DX.wav"][start : start + n] * 10 ** (-3 / 20))
     assert 10 <= dx_db - fx_db <= 25, "scene set-up: the noise's stem must sit well under the dialogue"
     peak = int(np.argmax(np.abs(scene["stems"]["R1_FX.wav"][start : start + n, 0])))
     res = locate(_clip(scene, start, n), [str(scene["folder"])], at=peak / SR)
@@ -542,7 +538,7 @@ def test_containment_tells_a_sound_heard_alone_from_a_sound_added():
     n = 3 * SR
     line = _fit(speech("sense_and_sensibility_01_austen_64kb-0870"), n)
     heli = _fit(sfx("btanks__helicopter"), n)
-    heli *= np.float32(10 ** ((_rms_db(line) - 5 - _rms_db(heli)) / 20))
+    heli *= np.float32(10 ** ((rms_db(line) - 5 - rms_db(heli)) / 20))
     stem = (line + heli)[:, None]
     beyond, coherent = containment(clip_stft(heli[:, None], SR), stem, SR)
     assert beyond < CONTAINED_OVER and coherent > CONTAINED_COHERENT
@@ -570,7 +566,7 @@ def test_a_sound_of_a_stem_heard_alone_is_found_in_its_stem_not_in_no_stem(tmp_p
     heli_part[at : at + dur] = heli[:dur]
     eng_part = np.zeros(n, dtype=np.float32)
     eng_part[int(4.0 * SR) : int(8.0 * SR)] = eng[: int(4.0 * SR)]
-    eng_part *= np.float32(10 ** ((_rms_db(heli_part[at : at + dur]) + 5 - _rms_db(eng_part[at : at + dur])) / 20))
+    eng_part *= np.float32(10 ** ((rms_db(heli_part[at : at + dur]) + 5 - rms_db(eng_part[at : at + dur])) / 20))
     fx = heli_part + eng_part
     bg = 0.02 * _bandpass_noise(rng, n, 100, 4000)
     folder = _write_scene(tmp_path, {"R1_DX.wav": dx, "R1_FX.wav": fx, "R1_BG.wav": bg})

@@ -12,7 +12,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import SR, encode_aac, load_sound, sfx, speech, write_wav
+from conftest import SR, encode_aac, load_sound, rms_db, sfx, speech, write_wav
 from whichsound.audio import resample
 from whichsound.errors import AudioReadError, ClipError, InputError
 from whichsound.locate import locate
@@ -376,10 +376,6 @@ def test_a_sound_heard_alone_names_the_channel_that_holds_it(tmp_path):
     heli[at : at + dur] = sfx("btanks__helicopter")[:dur]
     city = np.zeros(n, np.float32)
     city[4 * SR : 8 * SR] = load_sound("amb/btanks__city.flac", 4.0, start_s=1.0)[: 4 * SR]
-
-    def rms_db(x):
-        return 10 * np.log10(np.mean(x.astype(np.float64) ** 2))
-
     city *= np.float32(10 ** ((rms_db(heli[at : at + dur]) + 5 - rms_db(city[at : at + dur])) / 20))
     high = ss.sosfilt(ss.butter(8, 4000, "highpass", fs=SR, output="sos"), heli).astype(np.float32)
     folder = tmp_path / "reel"
@@ -394,5 +390,5 @@ def test_a_sound_heard_alone_names_the_channel_that_holds_it(tmp_path):
     hyp = SimpleNamespace(stems=(stem,), peaks=(SimpleNamespace(z=50.0),), lag=float(start), speed=1.0,
                           decomposition=SimpleNamespace(weights=np.ones(frames)))
     got = _contained([hyp], cache, zcrit=5.0)
-    assert got is not None and got[1] is stem
-    assert got[3] == 0 and got[2] <= CONTAINED_OVER
+    assert got is not None and got.stem is stem
+    assert got.channel == 0 and got.beyond <= CONTAINED_OVER

@@ -721,14 +721,16 @@ def _env_path(array_path: Path) -> Path:
 
 # np.load parses the .npy header with ast.literal_eval, and CPython 3.11's AST constructor keeps its
 # recursion count in interpreter-wide state: two search threads loading entries at once can raise
-# "SystemError: AST constructor recursion depth mismatch" (seen in CI; CPython gh-106905 is its kin).
+# "SystemError: AST constructor recursion depth mismatch" (seen in CI).
 _NPLOAD_LOCK = threading.Lock()
 
 
 def _npload(path: Path, mmap: bool = False) -> np.ndarray:
-    """np.load of one index .npy (no pickles), memory-mapped read-only when mmap; thread-safe."""
+    """np.load of one index .npy (no pickles), memory-mapped read-only when mmap, else read into memory;
+    thread-safe. Only the mapping (the header parse) holds the lock: reads stay concurrent."""
     with _NPLOAD_LOCK:
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        mapped = np.load(path, mmap_mode="r", allow_pickle=False)
+    return mapped if mmap else np.array(mapped)
 
 
 def _ident(st: os.stat_result) -> str:

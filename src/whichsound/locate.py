@@ -448,7 +448,7 @@ def locate(
         # (a soloed stem) whose other sounds the fit cannot take out. Only the latter lies under the stem.
         contained = _contained([winner, *(h for h in best_by_group.values() if h is not winner)], cache, zcrit)
         if contained is not None:
-            got = _verdict(contained[0], matches, zcrit, min_score, contained=contained[1:])
+            got = _verdict(contained.hyp, matches, zcrit, min_score, contained=contained)
             if got.match is not None:
                 verdict = got
     lies_under = False
@@ -458,7 +458,7 @@ def locate(
             lies_under = True
         else:
             got = _contained([winner], cache, zcrit)
-            lies_under = got is not None and got[1] is verdict.match.stem
+            lies_under = got is not None and got.stem is verdict.match.stem
     elif not second_look and verdict.match is None and focus["at"] is None and clip.duration_s <= CONTAINED_MAX_S:
         # Whitened WHITENING_DB deep, a narrow sound (a bird) heard alone weighs its stem's other sounds (the
         # dialogue) far above itself in the bands where it is weak: the correlation can miss it. A second
@@ -1068,12 +1068,20 @@ def _fit_significance(winner: Hypothesis, cache: _ClipCache, band) -> float:
 CONTAINED_MAX_S = 30.0
 
 
-def _contained(hyps: list[Hypothesis], cache: _ClipCache,
-               zcrit: float) -> tuple[Hypothesis, Stem, float, int] | None:
-    """The timeline and stem (aligned with z >= `zcrit`) one channel of which holds the clip as one of its
-    sounds heard alone (attribute.containment over the timeline's focus frames: coherent >=
-    CONTAINED_COHERENT, beyond <= CONTAINED_OVER), least beyond first, with that share and the channel that
-    holds it (a take's bird may be on the boom while the lav's line wins the correlation); or None."""
+@dataclass(frozen=True)
+class _Containment:
+    """A stem channel that holds the whole clip as one of its sounds heard alone (_contained)."""
+
+    hyp: Hypothesis  # the timeline the stem is aligned in
+    stem: Stem
+    beyond: float  # share of the clip's energy beyond the stem (0..1)
+    channel: int  # the channel that holds it: a take's bird may be on the boom while the lav wins the NCC
+
+
+def _contained(hyps: list[Hypothesis], cache: _ClipCache, zcrit: float) -> _Containment | None:
+    """The stem channel (aligned with z >= `zcrit`) that holds the clip as one of its sounds heard alone
+    (attribute.containment over the timeline's focus frames: coherent >= CONTAINED_COHERENT, beyond <=
+    CONTAINED_OVER), least beyond first; or None."""
     best = None
     for h in hyps:
         sr = h.stems[0].samplerate
@@ -1089,18 +1097,17 @@ def _contained(hyps: list[Hypothesis], cache: _ClipCache,
             seg = _aligned(stem, h.lag, n)
             for c in range(seg.shape[1]):  # a take's sound may be on its boom only
                 beyond, coherent = containment(X, seg[:, [c]], sr, frames)
-                if coherent >= CONTAINED_COHERENT and beyond <= CONTAINED_OVER and (best is None or beyond < best[2]):
-                    best = (h, stem, beyond, c)
+                if coherent >= CONTAINED_COHERENT and beyond <= CONTAINED_OVER and (best is None or beyond < best.beyond):
+                    best = _Containment(h, stem, beyond, c)
     return best
 
 
 def _verdict(winner: Hypothesis, matches: list[Match], zcrit: float, min_score: float | None,
-             z_fit: float | None = None, contained: tuple[Stem, float, int] | None = None) -> Verdict:
+             z_fit: float | None = None, contained: _Containment | None = None) -> Verdict:
     """The verdict from the winning timeline's decomposition; `z_fit`: the fit's own significance
     (_fit_significance) when the correlation's peak fell short of `zcrit` but the fit passed it;
-    `contained`: a stem of the winner that holds the whole clip as a part of itself (_contained), with the
-    share of the clip beyond it and the channel that holds it: the source even where its other sounds leave
-    most of it unexplained."""
+    `contained`: a stem channel of the winner that holds the whole clip as a part of itself (_contained):
+    the source even where its other sounds leave most of it unexplained."""
     dec = winner.decomposition
     in_winner = [m for m in matches if any(m.stem is s for s in winner.stems)]
     ranked = sorted(in_winner, key=lambda m: -(m.share or 0.0))
@@ -1135,9 +1142,9 @@ def _verdict(winner: Hypothesis, matches: list[Match], zcrit: float, min_score: 
     shares_txt = ", ".join(f"{m.stem.role} {m.share:.2f}" for m in ranked[:3])
     part = None
     if aligned and in_no_stem and contained is not None:
-        part = next(m for m in in_winner if m.stem is contained[0])
-        part = Match(**{**part.__dict__, "channel": contained[2]})
-        evidence["beyond_stem"] = round(contained[1], 4)
+        part = next(m for m in in_winner if m.stem is contained.stem)
+        part = Match(**{**part.__dict__, "channel": contained.channel})
+        evidence["beyond_stem"] = round(contained.beyond, 4)
     if (not aligned or in_no_stem) and part is None:
         why = (
             f"{excess:.2f} of it is in no stem ({shares_txt}, residual {dec.residual:.2f})"
@@ -1151,7 +1158,7 @@ def _verdict(winner: Hypothesis, matches: list[Match], zcrit: float, min_score: 
     if part is not None:
         # The shares say little here (the stem's other sounds are not in the clip): the confidence follows
         # how far the clip stays under the stem, from 0.9 at none beyond it to 0.6 at the limit.
-        conf = 0.9 - 0.3 * contained[1] / CONTAINED_OVER
+        conf = 0.9 - 0.3 * contained.beyond / CONTAINED_OVER
     top = Match(**{**(part or top).__dict__, "confidence": conf})
     from whichsound.report import stem_timecode
 
@@ -1165,7 +1172,7 @@ def _verdict(winner: Hypothesis, matches: list[Match], zcrit: float, min_score: 
     kind = "production take" if top.stem.role == "PROD" else f"{role} stem"
     text = f"In the {kind} {where} (shares: {shares_txt}, residual {dec.residual:.2f})."
     if part is not None:
-        text = (f"In the {kind} {where}: the clip is a part of it heard alone ({contained[1]:.2f} of the clip "
+        text = (f"In the {kind} {where}: the clip is a part of it heard alone ({contained.beyond:.2f} of the clip "
                 f"lies beyond it; the stem holds other sounds there: shares {shares_txt}, residual "
                 f"{dec.residual:.2f}).")
     if winner.speed != 1.0:
