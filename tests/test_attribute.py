@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 
 from conftest import SR, load_sound, rms_db, sfx, speech, write_wav
-from whichsound.attribute import band_edges, choose_focus, decompose, event_focus, focus_weights
+from whichsound.attribute import (
+    EVENT_CONTEXT_S,
+    RegressorReader,
+    band_edges,
+    choose_focus,
+    decompose,
+    event_focus,
+    focus_weights,
+)
 from whichsound.locate import locate
 
 SCENE_S = 14.0
@@ -364,6 +372,51 @@ def test_the_noise_is_the_sound_the_clip_is_cut_around():
     span = dec.times[dec.weights > 0]
     # The extent as the focus finds it, within a frame hop and the 10 ms envelope's step of the truth.
     assert span.min() == pytest.approx(lo, abs=0.02) and span.max() == pytest.approx(hi, abs=0.02)
+
+
+def test_a_sound_cut_tight_is_found_from_the_stems_beyond_the_clip():
+    # A train under a line, cut with 0.07 s of air before it and none after: the train still sounds at the
+    # clip's last frames, so the edge test cannot tell it ends there. The stems read past the cut show it
+    # does (silent after), while the line goes on. Over the train's extent it holds 0.55 of the clip; the
+    # fixed handles (0.225 s at each end) pick the line.
+    length, c0, n = int(2.0 * SR), int(0.5 * SR), int(0.9 * SR)
+    dx = speech("sense_and_sensibility_01_austen_64kb-0870")[int(1.5 * SR) : int(1.5 * SR) + length].copy()
+    fx = np.zeros(length, dtype=np.float32)
+    a = c0 + int(0.07 * SR)
+    fx[a : c0 + n] = sfx("btanks__train")[: c0 + n - a]
+    lo, hi = _extent_s(fx[c0 : c0 + n])
+    i0, i1 = c0 + int(lo * SR), c0 + int(hi * SR)
+    fx *= np.float32(np.sqrt(0.55 / 0.45 * np.sum(dx[i0:i1] ** 2) / np.sum(fx[i0:i1] ** 2)))
+
+    def read(start: int, count: int) -> list[np.ndarray]:  # the stems under the clip, zeros off their ends
+        out = []
+        for x in (dx, fx):
+            seg = np.zeros((count, 1), dtype=np.float32)
+            s0 = c0 + start
+            lo_, hi_ = max(s0, 0), min(s0 + count, length)
+            seg[lo_ - s0 : hi_ - s0, 0] = x[lo_:hi_]
+            out.append(seg)
+        return out
+
+    clip = (dx + fx)[c0 : c0 + n, None]
+    dec = decompose(clip, RegressorReader((1, 1), read), SR, context_s=EVENT_CONTEXT_S)
+    handles, _ = dec.summarise(focus_weights(dec.times, n / SR))
+    assert handles[0] > handles[1]  # the case this is for: the fixed handles pick the line
+    beyond = dec.context
+    dec.context = None
+    assert event_focus(dec, n / SR, 0.25) is None  # the clip alone: the train is loud at the cut
+    dec.context = beyond
+    choose_focus(dec, n / SR)
+    shares, _ = dec.summarise()
+    assert dec.focus == "event"
+    assert shares[1] > shares[0]
+    # The truth over the train's extent; the 21 ms STFT frames round its ends differently from the 10 ms
+    # envelope that defines it.
+    assert shares[1] == pytest.approx(0.55, abs=0.06)
+    span = dec.times[dec.weights > 0]
+    assert span.min() == pytest.approx(lo, abs=0.02) and span.max() == pytest.approx(n / SR, abs=0.02)
+    # Without the stems read past the clip there is no context, and nothing changes for a plain array.
+    assert decompose(clip, [dx[c0 : c0 + n, None], fx[c0 : c0 + n, None]], SR, context_s=0.25).context is None
 
 
 def test_no_event_focus_when_every_sound_runs_through_the_clip_edges():

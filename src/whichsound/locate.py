@@ -41,6 +41,7 @@ from whichsound.align import (
 from whichsound.attribute import (
     CONTAINED_COHERENT,
     CONTAINED_OVER,
+    EVENT_CONTEXT_S,
     Decomposition,
     Match,
     RegressorReader,
@@ -955,8 +956,9 @@ def _fit(key, members, stems, scans, cache, lag: float, speed: float, focus, ban
     sr = stems[members[0]].samplerate
     samples, _ = cache.get(sr, speed)
     n = samples.shape[0]
+    context = EVENT_CONTEXT_S if focus.get("cut_around") and focus.get("at") is None else 0.0
     dec = decompose(samples, _regressors([stems[m] for m in members], lag), sr, band=band,
-                    clip_stft=lambda: cache.stft(sr, speed))
+                    clip_stft=lambda: cache.stft(sr, speed), context_s=context)
     choose_focus(dec, n / sr, **focus)
     peaks = []
     for m in members:
