@@ -281,7 +281,10 @@ def decompose(
         if callable(clip_stft):
             clip_stft = clip_stft()
         X = clip_stft if clip_stft is not None else _band_major_stft(_without_offset(x), nfft, hop)
-        A = _band_major_stft(_without_offset(np.concatenate(read_regs(0, n), axis=1)), nfft, hop)  # (B, F, K)
+        regs = np.concatenate(read_regs(0, n), axis=1)
+        reg_mean = regs.mean(axis=0, dtype=np.float64).astype(np.float32)
+        A = _band_major_stft(regs - reg_mean, nfft, hop)  # (B, F, K)
+        del regs
 
         def blocks():
             yield 0, F, X, A
@@ -291,8 +294,8 @@ def decompose(
         total = np.zeros(K)
         for s in range(0, n, step * hop):
             total += np.concatenate(read_regs(s, min(step * hop, n - s)), axis=1).sum(axis=0, dtype=np.float64)
-        reg_span = _span_reader(lambda s, c: np.concatenate(read_regs(s, c), axis=1), n, K,
-                                (total / n).astype(np.float32))
+        reg_mean = (total / n).astype(np.float32)
+        reg_span = _span_reader(lambda s, c: np.concatenate(read_regs(s, c), axis=1), n, K, reg_mean)
 
         def blocks():
             for f0 in range(0, F, step):
@@ -405,10 +408,9 @@ def decompose(
     context = None
     if context_s > 0 and isinstance(regressors, RegressorReader):
         c = max(1, math.ceil(context_s * samplerate / hop))
-        mean = np.concatenate(read_regs(0, n), axis=1).mean(axis=0, dtype=np.float64).astype(np.float32)
 
         def beyond(a: int, b: int) -> np.ndarray:  # the stems' samples [a, b), read past the clip's ends
-            return np.concatenate(read_regs(a, b - a), axis=1) - mean
+            return np.concatenate(read_regs(a, b - a), axis=1) - reg_mean
 
         context = tuple(_component_energy(_stft_frames(beyond, f0, f0 + c, nfft, hop), gains, edges, bmask,
                                           bin_weight, bounds, n_src) for f0 in (-c, F))
