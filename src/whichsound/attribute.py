@@ -77,8 +77,15 @@ class Decomposition:
     #: without the stems counted in bands its path lost (None: the same as residual_e and total).
     heard: tuple[np.ndarray, np.ndarray] | None = None
     #: Each stem's fitted part in the frames just before and just after the clip, (frames, stems) each, the
-    #: stems read beyond its ends at the same gains (None: not read): whether a sound goes on past the cut.
-    context: tuple[np.ndarray, np.ndarray] | None = None
+    #: stems read beyond its ends at the same gains, or a function giving them when first asked (None: not
+    #: readable): whether a sound goes on past the cut. See beyond().
+    context: tuple[np.ndarray, np.ndarray] | Callable[[], tuple[np.ndarray, np.ndarray]] | None = None
+
+    def beyond(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """`context`, read on first use: most clips never need it (event_focus's edge test settles them)."""
+        if callable(self.context):
+            self.context = self.context()
+        return self.context
 
     def summarise(self, weights: np.ndarray | None = None) -> tuple[dict[int, float], float]:
         """(shares per stem index, residual share) over frames weighted by `weights` (default: own)."""
@@ -412,8 +419,10 @@ def decompose(
         def beyond(a: int, b: int) -> np.ndarray:  # the stems' samples [a, b), read past the clip's ends
             return np.concatenate(read_regs(a, b - a), axis=1) - reg_mean
 
-        context = tuple(_component_energy(_stft_frames(beyond, f0, f0 + c, nfft, hop), gains, edges, bmask,
-                                          bin_weight, bounds, n_src) for f0 in (-c, F))
+        def context() -> tuple[np.ndarray, np.ndarray]:
+            before, after = (_component_energy(_stft_frames(beyond, f0, f0 + c, nfft, hop), gains, edges, bmask,
+                                               bin_weight, bounds, n_src) for f0 in (-c, F))
+            return before, after
     # The residual is only ever counted where the clip was heard; the total also counts the lost bands.
     return Decomposition(t_frames, comp_e, resid_e, total_e, np.ones(F), heard=(resid_e, heard_total),
                          context=context)
@@ -634,7 +643,7 @@ def event_focus(dec: Decomposition, duration_s: float, handle_s: float) -> tuple
         return int(inside[0]), int(inside[-1])
 
     def extent_beyond(i: int, e: np.ndarray, peak: float) -> tuple[int, int] | None:
-        before, after = dec.context[0][:, i], dec.context[1][:, i]
+        before, after = context[0][:, i], context[1][:, i]
         env = np.concatenate([before, e, after])
         inside = np.flatnonzero(env >= peak * floor) - len(before)
         lo, hi = int(inside[0]), int(inside[-1])
@@ -643,10 +652,12 @@ def event_focus(dec: Decomposition, duration_s: float, handle_s: float) -> tuple
             return None
         return max(lo, 0), min(hi, len(t) - 1)
 
-    tests = [lambda i, e, peak: extent_at_edges(e, peak)]
-    if dec.context is not None:
-        tests.append(extent_beyond)
-    for test in tests:
+    context = None
+    for test in (lambda i, e, peak: extent_at_edges(e, peak), extent_beyond):
+        if test is extent_beyond:
+            context = dec.beyond()
+            if context is None:
+                break
         best: tuple[float, int, np.ndarray] | None = None
         for i in range(dec.component.shape[1]):
             e = dec.component[:, i]
