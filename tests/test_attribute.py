@@ -419,6 +419,33 @@ def test_a_sound_cut_tight_is_found_from_the_stems_beyond_the_clip():
     assert decompose(clip, [dx[c0 : c0 + n, None], fx[c0 : c0 + n, None]], SR, context_s=0.25).context is None
 
 
+def test_a_mono_copy_of_a_stereo_mix_keeps_the_mixs_balance():
+    # A line panned to the centre of a stereo mix and a wide rain bed at the same energy in the mix (0.5
+    # each). A mono fold-down adds the centred line in amplitude and the bed's two different channels in
+    # power, so in the mono copy the line stands 1-2 dB over the bed (0.54 of the fitted energy); the
+    # shares describe the mix, where they are equal.
+    n = int(3.0 * SR)
+    dx = speech("sense_and_sensibility_01_austen_64kb-0870")[SR : SR + n].copy()
+    bg = load_sound("amb/ardentryst__Rain_Loop.flac", 3.0, start_s=2.0, mono=False)
+    centre = np.stack([dx, dx], axis=1) * np.float32(np.sqrt(0.5))
+    bg *= np.float32(np.sqrt(np.sum(centre.astype(np.float64) ** 2) / np.sum(bg.astype(np.float64) ** 2)))
+    mix = centre + bg
+    truth = np.sum(centre.astype(np.float64) ** 2) / np.sum(mix.astype(np.float64) ** 2)
+    mono = mix.mean(axis=1)
+    folded_dx = np.sum(mono.astype(np.float64) ** 2 - (bg.mean(axis=1).astype(np.float64)) ** 2) / np.sum(
+        mono.astype(np.float64) ** 2)
+    assert folded_dx > truth + 0.03  # the case this is for: in the mono copy itself the line is louder
+
+    shares, residual = decompose(mono[:, None], [dx[:, None], bg], SR).summarise()
+    # The fit's own error on an exact mix is under 0.01 (the stereo clip's shares below); 0.02 leaves room
+    # for the fold's ill-conditioned per-channel gains.
+    assert shares[0] == pytest.approx(truth, abs=0.02)
+    assert shares[1] == pytest.approx(1 - truth, abs=0.02)
+    assert residual < 0.01
+    stereo, _ = decompose(mix, [dx[:, None], bg], SR).summarise()  # no fold: measured as before
+    assert stereo[0] == pytest.approx(truth, abs=0.01)
+
+
 def test_no_event_focus_when_every_sound_runs_through_the_clip_edges():
     # A line over an ambience bed, cut from the middle of both: nothing starts and ends inside the clip,
     # so the clip less its handles is what counts. With `at` the pointed instant wins over any event.
