@@ -146,13 +146,18 @@ def test_mix_excerpt_shares_follow_the_stems_energies(reel, tmp_path):
     assert (m.stem.rel, m.channel) == ("R1_DX.wav", 0)
     assert m.offset == pytest.approx(start, abs=SAMPLE_TOL)
     # Shares are measured without the 0.25-s handles; the stems are unrelated recordings, so each share is
-    # about its energy over the clip's there.  0.03: the fit has one gain per band and channel, and the
-    # 21-ms STFT frames at the focus edges reach into the handles (measured deviations <= 0.011).
+    # about its energy over the mix's there. The mono clip folds (averages) a stereo mix with the line
+    # centred (the same in both channels) and the music and bed as they are; shares describe that mix.
+    # 0.03: the fit has one gain per band and channel, and the 21-ms STFT frames at the focus edges reach
+    # into the handles (measured deviations <= 0.011).
     focus = slice(SR // 4, n - SR // 4)
-    total = float(np.sum(clip[focus] ** 2))
+    mix = {"R1_DX.wav": np.stack([parts["R1_DX.wav"]] * 2, axis=1),
+           "R1_MX.wav": g * a["R1_MX.wav"][start : start + n], "R1_BG.wav": g * a["R1_BG.wav"][start : start + n]}
+    assert np.allclose(sum(mix.values()).mean(axis=1), clip, atol=1e-6)
+    total = float(np.sum(sum(mix.values())[focus].astype(np.float64) ** 2))
     shares = {mm.stem.rel: mm.share for mm in res.matches}
-    for rel, part in parts.items():
-        assert shares[rel] == pytest.approx(float(np.sum(part[focus] ** 2)) / total, abs=0.03)
+    for rel, part in mix.items():
+        assert shares[rel] == pytest.approx(float(np.sum(part[focus].astype(np.float64) ** 2)) / total, abs=0.03)
     assert res.verdict.residual_share < 0.05
 
 

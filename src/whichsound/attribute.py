@@ -379,9 +379,9 @@ def decompose(
     if nfft % 2 == 0:
         bin_weight[-1] = 0.5
     # A clip with fewer channels than the mix (a mono copy of a stereo mix) folded the mix's channels:
-    # see _unfolded. Each stem channel's own part is then measured too, as the mix holds it.
-    spread = _fold_spread(chans) if cc < max(chans) else None
-    chan_e = np.zeros((F, K)) if spread is not None else None
+    # each stem's part is then also measured as the mix holds it (see _fold_ratios, _unfolded).
+    ratios = _fold_ratios(grams, chans) if cc < max(chans) else None
+    mix_e = np.zeros((F, n_src)) if ratios is not None else None
     # Pass 2: per frame, each stem's fitted part, the residual and the clip.
     comp_e = np.zeros((F, n_src))
     resid_e = np.zeros(F)
@@ -400,13 +400,13 @@ def decompose(
                 y_b = (Xb[lo:hi] if all_kept else Xb[lo:hi][keep]).reshape(-1, cc)
                 wb = bin_weight[lo:hi][keep]
                 fit_total = np.zeros((a_b.shape[0], cc), dtype=np.complex64)
-                if chan_e is not None:
-                    gain_power = (np.abs(g) ** 2).sum(axis=1)  # (K,): each stem channel's, over clip channels
-                    chan_e[f0:f1] += _frame_energy(a_b, wb, fb, per_column=True) * gain_power
                 for i in range(n_src):
                     part = a_b[:, bounds[i] : bounds[i + 1]] @ g[bounds[i] : bounds[i + 1]]
                     fit_total += part
-                    comp_e[f0:f1, i] += _frame_energy(part, wb, fb)
+                    e_part = _frame_energy(part, wb, fb)
+                    comp_e[f0:f1, i] += e_part
+                    if mix_e is not None:
+                        mix_e[f0:f1, i] += e_part * ratios[i, j]
                 if lost:
                     total_e[f0:f1] += _frame_energy(fit_total, wb, fb)
                     if j in attenuated and ATTENUATED_RESIDUAL:
@@ -430,8 +430,8 @@ def decompose(
             before, after = (_component_energy(_stft_frames(beyond, f0, f0 + c, nfft, hop), gains, edges, bmask,
                                                bin_weight, bounds, n_src) for f0 in (-c, F))
             return before, after
-    if chan_e is not None:
-        comp_e, total_e = _unfolded(comp_e, total_e, chan_e * spread, bounds)
+    if mix_e is not None:
+        comp_e, total_e = _unfolded(comp_e, total_e, mix_e)
     # The residual is only ever counted where the clip was heard; the total also counts the lost bands.
     return Decomposition(t_frames, comp_e, resid_e, total_e, np.ones(F), heard=(resid_e, heard_total),
                          context=context)
@@ -461,44 +461,53 @@ REMOVED_BAND_DB: float | None = 15.0
 _TRANSFER_RANGE_DB = 40.0
 
 
-def _frame_energy(z: np.ndarray, weights: np.ndarray, frames: int, per_column: bool = False) -> np.ndarray:
+def _frame_energy(z: np.ndarray, weights: np.ndarray, frames: int) -> np.ndarray:
     """Energy per frame of band-major STFT values `z` (bins x frames, channels) complex64: |z|^2 summed
-    over channels and over bins weighted by `weights` (per bin): (frames,) float64; with `per_column`,
-    each channel's apart: (frames, channels)."""
-    if per_column:
-        p = (z.real.astype(np.float32) ** 2 + z.imag.astype(np.float32) ** 2).reshape(len(weights), frames, -1)
-        return np.einsum("b,bfk->fk", weights, p, dtype=np.float64)
+    over channels and over bins weighted by `weights` (per bin): (frames,) float64."""
     v = np.ascontiguousarray(z).view(np.float32)  # (rows, 2 x channels): real and imaginary parts
     p = np.einsum("ij,ij->i", v, v)
     return weights @ p.reshape(-1, frames).astype(np.float64)
 
 
-def _fold_spread(chans: tuple[int, ...]) -> np.ndarray:
-    """Per stem channel, the share of the mix's energy its part stands for per unit of fitted energy in a
-    folded clip: 1 for a channel of a multichannel stem (one channel of the mix), 1/2 for a mono stem in
-    a two-channel mix (a phantom centre: the same sound in both channels, which a fold-down adds in
-    amplitude, +3 dB over a channel's own). A mono stem in a wider mix is its centre channel: 1."""
+def _fold_ratios(grams: list[np.ndarray], chans: tuple[int, ...]) -> np.ndarray:
+    """Per stem and band (stems, bands): the stem's energy as the mix holds it over its energy folded to
+    one channel, from its channels' Gram matrix over the band: the sum of its channels' energies over the
+    energy of their sum. About 1 for a wide stem (channels unlike each other, which a fold adds in power),
+    1/2 for a centred one (the same sound in each, which a fold adds in amplitude). A mono stem in a
+    two-channel mix is a phantom centre: 1/2; in a wider mix it is the centre channel: 1.
+
+    A mix plays each stem's channels at one level, so the ratio comes from the stem's own signals, not
+    from the fit's per-channel gains: those are ill-conditioned for a stem whose channels are nearly the
+    same (a centred effect in a stereo stem), where a lossy copy's noise lets them grow large and cancel."""
+    bounds = np.cumsum((0,) + tuple(chans))
     width = max(chans)
-    return np.concatenate([np.full(k, 0.5 if k == 1 and width == 2 else 1.0) for k in chans])
+    out = np.ones((len(chans), len(grams)))
+    for j, gram in enumerate(grams):
+        for i, k in enumerate(chans):
+            if k == 1:
+                out[i, j] = 0.5 if width == 2 else 1.0
+                continue
+            block = gram[bounds[i] : bounds[i + 1], bounds[i] : bounds[i + 1]]
+            folded = float(np.real(block.sum()))
+            own = float(np.real(np.trace(block)))
+            out[i, j] = own / folded if folded > 1e-12 * max(own, 1e-30) else 1.0
+    return out
 
 
-def _unfolded(comp_e: np.ndarray, total_e: np.ndarray, chan_e: np.ndarray,
-              bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The stem parts (frames, stems) and each frame's total, measured as the mix holds the stems: each
-    stem's energy the sum of its channels' own parts (`chan_e`, frames x stem channels, weighted by
-    _fold_spread), their cross terms left out, at one scale for the whole clip that keeps the energy the
-    stems explain together; the residual stays as measured.
+def _unfolded(comp_e: np.ndarray, total_e: np.ndarray, mix_e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The stem parts (frames, stems) and each frame's total with the stems measured as the mix holds them
+    (`mix_e`, see _fold_ratios), at one scale for the whole clip that keeps the energy the stems explain
+    together; the residual stays as measured.
 
     A fold-down (a mono copy of a stereo mix) adds a sound panned to the centre in amplitude and a wide
     one (different in each channel) in power, so in the clip the centred dialogue stands up to 3 dB
     above the wide effects, backgrounds and music, against their balance in the mix that the shares
     describe."""
-    mix = np.add.reduceat(chan_e, bounds[:-1], axis=1)
     held = comp_e.sum(axis=1)
-    den = float(mix.sum())
+    den = float(mix_e.sum())
     if den <= 0:
         return comp_e, total_e
-    out = mix * (float(held.sum()) / den)
+    out = mix_e * (float(held.sum()) / den)
     return out, np.maximum(total_e + out.sum(axis=1) - held, 0.0)
 
 
