@@ -378,10 +378,11 @@ def decompose(
     bin_weight[0] = 0.5
     if nfft % 2 == 0:
         bin_weight[-1] = 0.5
-    # A clip with fewer channels than the mix (a mono copy of a stereo mix) folded the mix's channels:
-    # each stem's part is then also measured as the mix holds it (see _fold_ratios, _unfolded). One
-    # stem (a production take) has no balance to restore.
-    ratios = _fold_ratios(grams, chans) if cc < max(chans) and len(chans) > 1 else None
+    # A mono clip of a wider mix (a mono copy of a stereo mix) folded the mix's channels into one: each
+    # stem's part is then also measured as the mix holds it (see _fold_ratios, _unfolded). One stem (a
+    # production take) has no balance to restore. A two-channel fold of a wider mix keeps its sides
+    # apart, which one ratio per stem cannot say: left as measured.
+    ratios = _fold_ratios(grams, chans) if cc == 1 < max(chans) and len(chans) > 1 else None
     mix_e = np.zeros((F, n_src)) if ratios is not None else None
     # Pass 2: per frame, each stem's fitted part, the residual and the clip.
     comp_e = np.zeros((F, n_src))
