@@ -10,7 +10,6 @@ the residual is larger than every stem's share, the sound is in no stem.
 from __future__ import annotations
 
 import math
-
 from collections.abc import Callable
 from dataclasses import dataclass
 
