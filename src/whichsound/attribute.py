@@ -185,7 +185,12 @@ def _without_offset(x: np.ndarray) -> np.ndarray:
     offset would read as energy no stem explains. The sounds' own low end (a rumble under 47 Hz, which
     the STFT's first bin holds) stays."""
     x = np.asarray(x, dtype=np.float32)
-    return x - x.mean(axis=0, dtype=np.float64).astype(np.float32)
+    return x - _channel_mean(x)
+
+
+def _channel_mean(x: np.ndarray) -> np.ndarray:
+    """Mean per channel of (n, ch) `x`, summed in float64: (ch,) float32."""
+    return x.mean(axis=0, dtype=np.float64).astype(np.float32)
 
 
 def band_edges(nbins: int, bands: int = 20, min_bins: int = 3) -> list[tuple[int, int]]:
@@ -288,7 +293,7 @@ def decompose(
             clip_stft = clip_stft()
         X = clip_stft if clip_stft is not None else _band_major_stft(_without_offset(x), nfft, hop)
         regs = np.concatenate(read_regs(0, n), axis=1)
-        reg_mean = regs.mean(axis=0, dtype=np.float64).astype(np.float32)
+        reg_mean = _channel_mean(regs)  # kept: the stems read past the clip (context) lose it too
         A = _band_major_stft(regs - reg_mean, nfft, hop)  # (B, F, K)
         del regs
 
@@ -400,14 +405,10 @@ def decompose(
                 a_b = (Ab[lo:hi] if all_kept else Ab[lo:hi][keep]).reshape(-1, K)  # (bins x frames, K)
                 y_b = (Xb[lo:hi] if all_kept else Xb[lo:hi][keep]).reshape(-1, cc)
                 wb = bin_weight[lo:hi][keep]
-                fit_total = np.zeros((a_b.shape[0], cc), dtype=np.complex64)
-                for i in range(n_src):
-                    part = a_b[:, bounds[i] : bounds[i + 1]] @ g[bounds[i] : bounds[i + 1]]
-                    fit_total += part
-                    e_part = _frame_energy(part, wb, fb)
-                    comp_e[f0:f1, i] += e_part
-                    if mix_e is not None:
-                        mix_e[f0:f1, i] += e_part * ratios[i, j]
+                e_parts, fit_total = _part_energies(a_b, g, wb, fb, bounds)
+                comp_e[f0:f1] += e_parts
+                if mix_e is not None:
+                    mix_e[f0:f1] += e_parts * ratios[:, j]
                 if lost:
                     total_e[f0:f1] += _frame_energy(fit_total, wb, fb)
                     if j in attenuated and ATTENUATED_RESIDUAL:
@@ -429,7 +430,7 @@ def decompose(
 
         def context() -> tuple[np.ndarray, np.ndarray]:
             before, after = (_component_energy(_stft_frames(beyond, f0, f0 + c, nfft, hop), gains, edges, bmask,
-                                               bin_weight, bounds, n_src) for f0 in (-c, F))
+                                               bin_weight, bounds) for f0 in (-c, F))
             return before, after
     if mix_e is not None:
         comp_e, total_e = _unfolded(comp_e, total_e, mix_e)
@@ -438,20 +439,31 @@ def decompose(
                          context=context)
 
 
+def _part_energies(a_b: np.ndarray, g: np.ndarray, weights: np.ndarray, frames: int,
+                   bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each stem's fitted part in one band: the stems' band-major STFT values `a_b` (bins x frames, K) times
+    their gains `g` (K, clip channels). (per-frame energy (frames, stems) of each part, their sum (bins x
+    frames, clip channels))."""
+    out = np.zeros((frames, len(bounds) - 1))
+    fit_total = np.zeros((a_b.shape[0], g.shape[1]), dtype=np.complex64)
+    for i in range(len(bounds) - 1):
+        part = a_b[:, bounds[i] : bounds[i + 1]] @ g[bounds[i] : bounds[i + 1]]
+        fit_total += part
+        out[:, i] = _frame_energy(part, weights, frames)
+    return out, fit_total
+
+
 def _component_energy(A: np.ndarray, gains: list[np.ndarray], edges: list[tuple[int, int]], bmask: np.ndarray,
-                      bin_weight: np.ndarray, bounds: np.ndarray, n_src: int) -> np.ndarray:
+                      bin_weight: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     """Per-frame energy (frames, stems) of each stem's part, the stems' band-major STFT `A` (bins, frames, K)
     times its fitted `gains` per band, over the bins in `bmask`."""
     K, fb = A.shape[2], A.shape[1]
-    out = np.zeros((fb, n_src))
+    out = np.zeros((fb, len(bounds) - 1))
     for j, (lo, hi) in enumerate(edges):
         keep = bmask[lo:hi]
-        if not keep.any():
-            continue
-        a_b = (A[lo:hi] if keep.all() else A[lo:hi][keep]).reshape(-1, K)
-        for i in range(n_src):
-            part = a_b[:, bounds[i] : bounds[i + 1]] @ gains[j][bounds[i] : bounds[i + 1]]
-            out[:, i] += _frame_energy(part, bin_weight[lo:hi][keep], fb)
+        if keep.any():
+            a_b = (A[lo:hi] if keep.all() else A[lo:hi][keep]).reshape(-1, K)
+            out += _part_energies(a_b, gains[j], bin_weight[lo:hi][keep], fb, bounds)[0]
     return out
 
 
@@ -686,50 +698,57 @@ def event_focus(dec: Decomposition, duration_s: float, handle_s: float) -> tuple
         return None
     edges = (t <= EVENT_EDGE_S) | (t >= duration_s - EVENT_EDGE_S)
     floor = 10 ** (-EVENT_EXTENT_DB / 10)
-    hop_s = float(t[1] - t[0])
 
-    def extent_at_edges(e: np.ndarray, peak: float) -> tuple[int, int] | None:
+    def quiet_at_edges(i: int, peak: float) -> tuple[int, int] | None:
+        e = dec.component[:, i]
         if e[edges].max() > peak * floor:
             return None
         inside = np.flatnonzero(e >= peak * floor)
         return int(inside[0]), int(inside[-1])
 
-    def extent_beyond(i: int, e: np.ndarray, peak: float) -> tuple[int, int] | None:
+    got = _cut_around(dec, duration_s, handle_s, quiet_at_edges)
+    context = None if got is not None else dec.beyond()
+    if context is None:
+        return got
+    slack = round(EVENT_BEYOND_S / float(t[1] - t[0]))
+
+    def ends_at_the_cut(i: int, peak: float) -> tuple[int, int] | None:
         before, after = context[0][:, i], context[1][:, i]
-        env = np.concatenate([before, e, after])
+        env = np.concatenate([before, dec.component[:, i], after])
         inside = np.flatnonzero(env >= peak * floor) - len(before)
         lo, hi = int(inside[0]), int(inside[-1])
-        slack = round(EVENT_BEYOND_S / hop_s)
         if lo < -slack or hi > len(t) - 1 + slack:
             return None
         return max(lo, 0), min(hi, len(t) - 1)
 
-    context = None
-    for test in (lambda i, e, peak: extent_at_edges(e, peak), extent_beyond):
-        if test is extent_beyond:
-            context = dec.beyond()
-            if context is None:
-                break
-        best: tuple[float, int, np.ndarray] | None = None
-        for i in range(dec.component.shape[1]):
-            e = dec.component[:, i]
-            peak = float(e.max())
-            if e.sum() < EVENT_MIN_SHARE * dec.total.sum() or peak <= 0:
-                continue
-            got = test(i, e, peak)
-            if got is None:
-                continue
-            lo, hi = got
-            if t[lo] > handle_s or duration_s - t[hi] > handle_s:
-                continue
-            w = np.zeros(len(t))
-            w[lo : hi + 1] = 1.0
-            shares, _ = dec.summarise(w)
-            if max(shares, key=shares.get) == i and (best is None or shares[i] > best[0]):
-                best = (shares[i], i, w)
-        if best is not None:
-            return best[1], best[2]
-    return None
+    return _cut_around(dec, duration_s, handle_s, ends_at_the_cut)
+
+
+def _cut_around(dec: Decomposition, duration_s: float, handle_s: float,
+                extent: Callable[[int, float], tuple[int, int] | None]) -> tuple[int, np.ndarray] | None:
+    """event_focus's choice under one test: of the stems holding EVENT_MIN_SHARE of the clip whose sound
+    `extent(stem, its peak frame energy)` places (first and last frame, or None), those whose extent
+    leaves at most `handle_s` at either end and where they hold the largest share; the one whose share
+    there is largest, with its frames (weights 0/1)."""
+    t = dec.times
+    best: tuple[float, int, np.ndarray] | None = None
+    for i in range(dec.component.shape[1]):
+        e = dec.component[:, i]
+        peak = float(e.max())
+        if e.sum() < EVENT_MIN_SHARE * dec.total.sum() or peak <= 0:
+            continue
+        got = extent(i, peak)
+        if got is None:
+            continue
+        lo, hi = got
+        if t[lo] > handle_s or duration_s - t[hi] > handle_s:
+            continue
+        w = np.zeros(len(t))
+        w[lo : hi + 1] = 1.0
+        shares, _ = dec.summarise(w)
+        if max(shares, key=shares.get) == i and (best is None or shares[i] > best[0]):
+            best = (shares[i], i, w)
+    return None if best is None else (best[1], best[2])
 
 
 def choose_focus(dec: Decomposition, duration_s: float, *, at: float | None = None, handle_s: float = 0.25,

@@ -956,9 +956,9 @@ def _fit(key, members, stems, scans, cache, lag: float, speed: float, focus, ban
     sr = stems[members[0]].samplerate
     samples, _ = cache.get(sr, speed)
     n = samples.shape[0]
-    context = EVENT_CONTEXT_S if focus.get("cut_around") and focus.get("at") is None else 0.0
+    # The stems past the clip's ends are read only if choose_focus's event test asks for them.
     dec = decompose(samples, _regressors([stems[m] for m in members], lag), sr, band=band,
-                    clip_stft=lambda: cache.stft(sr, speed), context_s=context)
+                    clip_stft=lambda: cache.stft(sr, speed), context_s=EVENT_CONTEXT_S)
     choose_focus(dec, n / sr, **focus)
     peaks = []
     for m in members:
