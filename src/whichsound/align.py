@@ -26,6 +26,8 @@ __all__ = [
     "make_template",
     "ncc_lags",
     "refine_peak",
+    "ncc_around",
+    "curve_peaks",
     "scan_array",
     "scan_file",
 ]
@@ -472,6 +474,12 @@ def refine_peak(path, tmpl: Template, lag: int, channels: list[int] | None = Non
     """Full-rate NCC around `lag` (± radius samples) for the given channels; returns per channel
     (fractional lag, peak |NCC|) with parabolic sub-sample interpolation of the peak (a polarity-inverted
     stem peaks negative: it is aligned on |NCC| all the same)."""
+    return curve_peaks(*ncc_around(path, tmpl, lag, channels, radius=radius))
+
+
+def ncc_around(path, tmpl: Template, lag: int, channels: list[int] | None = None, *,
+               radius: int = DEFAULT_HOP) -> tuple[int, np.ndarray]:
+    """|NCC| at full rate for the lags lag - radius .. lag + radius: (first lag, (2 radius + 1, channels))."""
     from whichsound.audio import read_segment
 
     L = tmpl.length
@@ -479,7 +487,11 @@ def refine_peak(path, tmpl: Template, lag: int, channels: list[int] | None = Non
     seg = read_segment(path, start, L + 2 * radius)
     if channels is not None:
         seg = seg[:, channels]
-    ncc = np.abs(ncc_lags(tmpl, seg).astype(np.float64))
+    return start, np.abs(ncc_lags(tmpl, seg).astype(np.float64))
+
+
+def curve_peaks(start: int, ncc: np.ndarray) -> list[tuple[float, float]]:
+    """Per channel of an |NCC| curve whose first lag is `start`: (fractional lag of its peak, peak value)."""
     out = []
     for ch in range(ncc.shape[1]):
         i, frac = _parabolic_peak(ncc[:, ch])

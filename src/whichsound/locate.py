@@ -23,6 +23,7 @@ from whichsound.align import (
     ChannelScan,
     Template,
     clip_in_stem_time,
+    curve_peaks,
     describe_speed,
     envelope_features,
     envelope_from_energies,
@@ -31,7 +32,7 @@ from whichsound.align import (
     fft_length,
     make_template,
     merge_scans,
-    refine_peak,
+    ncc_around,
     refine_speed,
     scan_array,
     scan_file,
@@ -200,6 +201,20 @@ class _ClipCache:
         self.whitening_db = whitening_db
         self.mono = to_mono(clip.samples)
         self._cache: dict[tuple[int, float], tuple[np.ndarray, Template]] = {}
+        #: Full-rate |NCC| curves the refinements measured, per (stem path, rate, speed): [(first lag, curve)].
+        self.curves: dict[tuple, list[tuple[int, np.ndarray]]] = {}
+
+    def curve(self, path, samplerate: int, speed: float, lag: int, radius: int) -> tuple[int, np.ndarray]:
+        """|NCC| of stem `path` for lags lag - radius .. lag + radius (ncc_around), cut from a curve an
+        earlier refinement measured when one covers them: the reported hypotheses' channels then cost no
+        second pass over the stems."""
+        key = (str(path), samplerate, round(speed, 10))
+        for start, c in self.curves.get(key, ()):
+            if start <= lag - radius and lag + radius < start + c.shape[0]:
+                return lag - radius, c[lag - radius - start : lag + radius + 1 - start]
+        got = ncc_around(path, self.get(samplerate, speed)[1], lag, radius=radius)
+        self.curves.setdefault(key, []).append(got)
+        return got
 
     def stft(self, samplerate: int, speed: float = 1.0) -> np.ndarray:
         """The clip's STFT on the stem grid (as attribute.decompose computes it), made once per rate and speed."""
@@ -921,8 +936,7 @@ def _refine_group(members, stems, cache, speed, centre: int, hop: int) -> tuple[
     """Full-rate lag of the strongest channel among the group's stems near `centre`."""
     best = (float(centre), -2.0)
     for m in members:
-        _, tmpl = cache.get(stems[m].samplerate, speed)
-        for lag, val in refine_peak(stems[m].path, tmpl, centre, radius=hop):
+        for lag, val in curve_peaks(*cache.curve(stems[m].path, stems[m].samplerate, speed, centre, hop)):
             if val > best[1]:
                 best = (lag, val)
     return best
@@ -978,8 +992,7 @@ def _with_channels(h: Hypothesis, cache: _ClipCache) -> Hypothesis:
         return h
     peaks = []
     for stem, p in zip(h.stems, h.peaks, strict=True):
-        _, t = cache.get(stem.samplerate, h.speed)
-        res = refine_peak(stem.path, t, int(round(h.lag)), radius=4)
+        res = curve_peaks(*cache.curve(stem.path, stem.samplerate, h.speed, int(round(h.lag)), 4))
         ch = int(np.argmax([v for _, v in res]))
         peaks.append(replace(p, channel=ch, ncc=res[ch][1]))
     return replace(h, peaks=tuple(peaks))
