@@ -460,6 +460,51 @@ def test_a_mono_copy_of_a_stereo_mix_keeps_the_mixs_balance():
         assert stereo[i] == pytest.approx(truth[i], abs=0.01)
 
 
+def test_a_mono_copy_of_a_surround_mix_keeps_the_balance_of_its_stereo_fold():
+    # A line (mono dialogue stem) and a rain bed in a 5.1 backgrounds stem laid out as beds are: the bed
+    # in L/R, a quieter, different stretch of it in the surrounds, a little of its sum in the centre, its
+    # low end in the LFE. The printmaster is the stems' ITU fold to stereo (centre and surrounds -3 dB, no
+    # LFE), where line and bed are equal; a mono copy of it adds the bed's correlated centre and L/R
+    # in amplitude, its surrounds at -6 dB. The shares describe the stereo fold.
+    from scipy import signal
+
+    from whichsound.stems import stereo_fold
+
+    n = int(3.0 * SR)
+    rng = np.random.default_rng(2)
+    dx = speech("sense_and_sensibility_01_austen_64kb-0870")[SR : SR + n].copy()
+    bed = load_sound("amb/ardentryst__Rain_Loop.flac", 3.0, start_s=2.0, mono=False)
+    back = load_sound("amb/ardentryst__Rain_Loop.flac", 3.0, start_s=6.0, mono=False)
+    lfe = signal.sosfilt(signal.butter(4, 100, fs=SR, output="sos"), bed.mean(axis=1)).astype(np.float32)
+    bg = np.stack([bed[:, 0], bed[:, 1], 0.25 * (bed[:, 0] + bed[:, 1]), lfe, 0.5 * back[:, 0],
+                   0.5 * back[:, 1]], axis=1).astype(np.float32)
+    folds = [stereo_fold(1), stereo_fold(6, ("BG L", "BG R", "BG C", "BG LFE", "BG Ls", "BG Rs"))]
+
+    def energy(x: np.ndarray) -> float:
+        return float(np.sum(np.asarray(x, dtype=np.float64) ** 2))
+
+    line = dx[:, None] @ folds[0].astype(np.float32)  # (n, 2)
+    bg *= np.float32(np.sqrt(energy(line) / energy(bg @ folds[1].astype(np.float32))))
+    rain = bg @ folds[1].astype(np.float32)
+    mix = line + rain
+    truth = [energy(part) / energy(mix) for part in (line, rain)]  # 0.5 each
+    mono = mix.mean(axis=1)
+    mono += np.float32(10 ** (-30 / 20) * np.std(mono)) * rng.standard_normal(n).astype(np.float32)
+    regs = [dx[:, None], bg]
+
+    shares, residual = decompose(mono[:, None], regs, SR, folds=folds).summarise()
+    # Tolerance 0.02 as for the stereo mix above (the fit's error under 0.01, the copy's noise).
+    for i in range(2):
+        assert shares[i] == pytest.approx(truth[i], abs=0.02)
+    assert residual < 0.01
+    # The default folds come from the channel count: 6 is the WAV standard's 5.1, the same layout.
+    assert decompose(mono[:, None], regs, SR).shares[1] == pytest.approx(truth[1], abs=0.02)
+    # The rule before (each channel counted as its own, a mono stem as a centre channel) read the line
+    # 0.70 and the bed 0.31 here; with the bed's channels alone counted so, 0.54 / 0.47.
+    wrong = decompose(mono[:, None], regs, SR, folds=[np.eye(1), np.eye(6)]).shares
+    assert wrong[0] - truth[0] > 0.1
+
+
 def test_no_event_focus_when_every_sound_runs_through_the_clip_edges():
     # A line over an ambience bed, cut from the middle of both: nothing starts and ends inside the clip,
     # so the clip less its handles is what counts. With `at` the pointed instant wins over any event.

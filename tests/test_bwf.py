@@ -478,3 +478,31 @@ def test_benchmark_stems():
         assert info.time_reference is not None and info.fps is not None
         assert len(info.track_names) == sf.info(str(path)).channels
         assert None not in info.track_names
+
+
+def _extensible_wav(path: Path, channels: int, mask: int, frames: int = 480) -> None:
+    """A 16-bit WAVE_FORMAT_EXTENSIBLE file with speaker mask `mask`, written byte by byte (soundfile
+    writes no mask)."""
+    import uuid
+
+    block = 2 * channels
+    pcm = uuid.UUID("00000001-0000-0010-8000-00aa00389b71").bytes_le
+    fmt = struct.pack("<HHIIHHHHI", 0xFFFE, channels, 48000, 48000 * block, block, 16, 22, 16, mask) + pcm
+    data = bytes(frames * block)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+
+
+def test_the_speaker_mask_of_an_extensible_wav_is_read_and_lays_out_the_stem(tmp_path):
+    from whichsound.stems import discover
+
+    path = tmp_path / "R1_FX.wav"
+    _extensible_wav(path, 6, 0x60F)  # L R C LFE and side surrounds
+    assert sf.info(str(path)).channels == 6  # a valid file for the decoder too
+    assert read_bwf_info(path).channel_mask == 0x60F
+    (stem,) = discover([str(tmp_path)]).stems
+    assert stem.channel_mask == 0x60F
+    g = np.sqrt(0.5)
+    assert np.allclose(stem.stereo_fold(), [[1, 0], [0, 1], [g, g], [0, 0], [g, 0], [0, g]])
+    _extensible_wav(path, 2, 0)  # a mask of 0: channels tied to no speaker
+    assert read_bwf_info(path).channel_mask is None

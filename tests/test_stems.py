@@ -256,3 +256,21 @@ def test_a_stem_without_bext_joins_its_reel_and_different_starts_split(tmp_path)
     stems = discover([str(tmp_path)]).stems
     groups = sorted(sorted(stems[i].rel for i in g) for g in group_timelines(stems).values())
     assert groups == [["R1_DX.wav", "R1_FX.flac", "R1_MX.wav"], ["R2_BG.wav"]]
+
+
+def test_speakers_come_from_track_names_then_the_channel_mask_then_the_channel_count():
+    from whichsound.stems import speakers_of, stereo_fold
+
+    # Film order named in iXML (L C R Ls Rs LFE) wins over the count's default (L R C LFE Ls Rs).
+    assert speakers_of(6, ("MX L", "MX C", "MX R", "MX Ls", "MX Rs", "MX LFE")) == ("L", "C", "R", "Ls", "Rs", "LFE")
+    # A poly take's names are not speakers: no layout (each channel kept apart).
+    assert speakers_of(2, ("BOOM", "LAV")) is None
+    assert np.array_equal(stereo_fold(2, ("BOOM", "LAV")), np.eye(2))
+    # Unnamed: the WAVE_FORMAT_EXTENSIBLE mask (0x60F: side surrounds), else the count.
+    assert speakers_of(6, (), 0x60F) == ("L", "R", "C", "LFE", "Ls", "Rs")
+    assert speakers_of(6) == ("L", "R", "C", "LFE", "Lrs", "Rrs")
+    assert speakers_of(7) is None
+    fold = stereo_fold(6, ("L", "C", "R", "Ls", "Rs", "LFE"))
+    g = np.sqrt(0.5)
+    assert np.allclose(fold, [[1, 0], [g, g], [0, 1], [g, 0], [0, g], [0, 0]])
+    assert np.allclose(stereo_fold(1), [[g, g]])  # a mono stem: a phantom centre

@@ -10,7 +10,7 @@ the residual is larger than every stem's share, the sound is in no stem.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -258,6 +258,7 @@ def decompose(
     band: tuple[float, float] | None = None,
     clip_stft: np.ndarray | Callable[[], np.ndarray] | None = None,
     context_s: float = 0.0,
+    folds: Sequence[np.ndarray] | None = None,
 ) -> Decomposition:
     """Fit `clip` (n, cc) by the stems' channels (`regressors[i]`: (n, k_i), already aligned to the clip,
     or a RegressorReader for them).
@@ -267,7 +268,9 @@ def decompose(
     `clip_stft`: the clip's STFT (or a function giving it) when the caller already has it (see clip_stft());
     unused when the clip is fitted in blocks (DECOMPOSE_BLOCK_BYTES). `context_s`: also measure each stem's
     fitted part over this many seconds before and after the clip (Decomposition.context); needs a
-    RegressorReader that reads beyond the clip.
+    RegressorReader that reads beyond the clip. `folds`: per stem, the (k_i, 2) gains that fold its
+    channels into a two-channel mix (stems.stereo_fold; default: by channel count), which the shares of
+    a mono clip describe (see _fold_ratios).
     """
     nfft, hop = _stft_params(samplerate)
     x = np.asarray(clip, dtype=np.float32)
@@ -383,10 +386,12 @@ def decompose(
     if nfft % 2 == 0:
         bin_weight[-1] = 0.5
     # A mono clip of a wider mix (a mono copy of a stereo mix) folded the mix's channels into one: each
-    # stem's part is then also measured as the mix holds it (see _fold_ratios, _unfolded). One stem (a
-    # production take) has no balance to restore. A two-channel fold of a wider mix keeps its sides
-    # apart, which one ratio per stem cannot say: left as measured.
-    ratios = _fold_ratios(grams, chans) if cc == 1 < max(chans) and len(chans) > 1 else None
+    # stem's part is then measured as a two-channel fold of the mix holds it (see _fold_ratios,
+    # _unfolded), the balance a two-channel clip shows as it is. One stem (a production take) has no
+    # balance to restore.
+    ratios = None
+    if cc == 1 < max(chans) and len(chans) > 1:
+        ratios = _fold_ratios(grams, list(folds) if folds is not None else default_folds(chans))
     mix_e = np.zeros((F, n_src)) if ratios is not None else None
     # Pass 2: per frame, each stem's fitted part, the residual and the clip.
     comp_e = np.zeros((F, n_src))
@@ -482,29 +487,36 @@ def _frame_energy(z: np.ndarray, weights: np.ndarray, frames: int) -> np.ndarray
     return weights @ p.reshape(-1, frames).astype(np.float64)
 
 
-def _fold_ratios(grams: list[np.ndarray], chans: tuple[int, ...]) -> np.ndarray:
-    """Per stem and band (stems, bands): the stem's energy as the mix holds it over its energy folded to
-    one channel, from its channels' Gram matrix over the band: the sum of its channels' energies over the
-    energy of their sum. About 1 for a wide stem (channels unlike each other, which a fold adds in power),
-    1/2 for a centred one (the same sound in each, which a fold adds in amplitude). A mono stem in a
-    two-channel mix is a phantom centre: 1/2; in a wider mix it is the centre channel: 1.
+def _fold_ratios(grams: list[np.ndarray], folds: list[np.ndarray]) -> np.ndarray:
+    """Per stem and band (stems, bands): the stem's energy in a two-channel fold of the mix over its energy
+    in that fold's mono sum, from its channels' Gram matrix over the band and its fold gains (channels,
+    2; see stems.stereo_fold). For a stereo stem, the sum of its channels' energies over the energy of
+    their sum: about 1 for a wide stem (channels unlike each other, which a fold adds in power), 1/2 for a
+    centred one (the same sound in each, which a fold adds in amplitude); a mono stem is a phantom centre:
+    1/2; a surround stem's centre, surrounds and LFE count as the fold weighs them.
 
     A mix plays each stem's channels at one level, so the ratio comes from the stem's own signals, not
     from the fit's per-channel gains: those are ill-conditioned for a stem whose channels are nearly the
     same (a centred effect in a stereo stem), where a lossy copy's noise lets them grow large and cancel."""
-    bounds = np.cumsum((0,) + tuple(chans))
-    width = max(chans)
-    out = np.ones((len(chans), len(grams)))
+    sizes = tuple(d.shape[0] for d in folds)
+    bounds = np.cumsum((0,) + sizes)
+    out = np.ones((len(folds), len(grams)))
     for j, gram in enumerate(grams):
-        for i, k in enumerate(chans):
-            if k == 1:
-                out[i, j] = 0.5 if width == 2 else 1.0
-                continue
+        for i, d in enumerate(folds):
             block = gram[bounds[i] : bounds[i + 1], bounds[i] : bounds[i + 1]]
-            folded = float(np.real(block.sum()))
-            own = float(np.real(np.trace(block)))
+            own = float(np.real(np.trace(d.T @ block @ d)))  # the fold's channels: energies add
+            w = d.sum(axis=1)  # the mono sum of the fold
+            folded = float(np.real(w @ block @ w))
             out[i, j] = own / folded if folded > 1e-12 * max(own, 1e-30) else 1.0
     return out
+
+
+def default_folds(chans: tuple[int, ...]) -> list[np.ndarray]:
+    """Fold gains (see stems.stereo_fold) for stems known only by their channel counts: mono as a phantom
+    centre, stereo as it is, wider in the WAV standard's speaker order."""
+    from whichsound.stems import stereo_fold
+
+    return [stereo_fold(k) for k in chans]
 
 
 def _unfolded(comp_e: np.ndarray, total_e: np.ndarray, mix_e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -260,9 +260,13 @@ class BwfInfo:
     description: str | None
     #: bext Originator (usually the recorder or software that wrote the file).
     originator: str | None
+    #: WAVE_FORMAT_EXTENSIBLE dwChannelMask: which speaker each channel feeds, in the standard's bit
+    #: order (bit 0 front left, 1 front right, 2 centre, 3 LFE, 4 back left ...); None when not given.
+    channel_mask: int | None = None
 
 
 _EMPTY = BwfInfo(None, None, None, None, None, None, None, None, (), None, None)
+_EXTENSIBLE = 0xFFFE
 
 #: Common decimal spellings of the NTSC-family rates, which are really N*1000/1001.
 _DECIMAL_RATES = {
@@ -421,14 +425,17 @@ def _info_from_wave(f: BinaryIO, form: bytes) -> BwfInfo | None:
     fmt = _read_payload(f, chunks.get(b"fmt "), minimum=16)
     if fmt is None:
         return None
-    channels, samplerate = struct.unpack_from("<HI", fmt, 2)
+    tag, channels, samplerate = struct.unpack_from("<HHI", fmt, 0)
+    mask = None
+    if tag == _EXTENSIBLE and len(fmt) >= 24:
+        mask = struct.unpack_from("<I", fmt, 20)[0] or None  # 0: channels not tied to speakers
     time_reference, description, originator = _bext_fields(
         _read_payload(f, chunks.get(b"bext"), minimum=602))
     ixml = _read_payload(f, chunks.get(b"iXML"))
     root = _parse_ixml(ixml) if ixml is not None else None
     if root is None:
         return BwfInfo(time_reference, samplerate or None, None, None, None, None, None, None, (),
-                       description, originator)
+                       description, originator, mask)
     flag = (_text(root, "SPEED/TIMECODE_FLAG") or "").upper()
     return BwfInfo(
         time_reference=time_reference,
@@ -442,6 +449,7 @@ def _info_from_wave(f: BinaryIO, form: bytes) -> BwfInfo | None:
         track_names=_track_names(root, channels or None),
         description=description,
         originator=originator,
+        channel_mask=mask,
     )
 
 

@@ -972,7 +972,8 @@ def _fit(key, members, stems, scans, cache, lag: float, speed: float, focus, ban
     n = samples.shape[0]
     # The stems past the clip's ends are read only if choose_focus's event test asks for them.
     dec = decompose(samples, _regressors([stems[m] for m in members], lag), sr, band=band,
-                    clip_stft=lambda: cache.stft(sr, speed), context_s=EVENT_CONTEXT_S)
+                    clip_stft=lambda: cache.stft(sr, speed), context_s=EVENT_CONTEXT_S,
+                    folds=[stems[m].stereo_fold() for m in members])
     choose_focus(dec, n / sr, **focus)
     peaks = []
     for m in members:
@@ -1073,7 +1074,8 @@ def _fit_significance(winner: Hypothesis, cache: _ClipCache, band) -> float:
     null = []
     for lag in far:
         null.append(decompose(samples, _regressors(winner.stems, float(round(lag))), sr, band=band,
-                              clip_stft=lambda: cache.stft(sr, winner.speed)).explained)
+                              clip_stft=lambda: cache.stft(sr, winner.speed),
+                              folds=[st.stereo_fold() for st in winner.stems]).explained)
     mu, sd = float(np.mean(null)), float(np.std(null, ddof=1))
     return (winner.decomposition.explained - mu) / max(sd, 0.01)
 

@@ -24,7 +24,8 @@ from pathlib import Path
 from whichsound.audio import AUDIO_EXTENSIONS, probe
 from whichsound.errors import AudioReadError, InputError, WhichsoundError
 
-__all__ = ["MANIFEST_NAME", "ROLES", "ROLE_NAMES", "Discovery", "Stem", "discover", "infer_role", "origin_of"]
+__all__ = ["MANIFEST_NAME", "ROLES", "ROLE_NAMES", "Discovery", "Stem", "discover", "infer_role", "origin_of",
+           "speakers_of", "stereo_fold"]
 
 ROLES = ("DX", "PROD", "FX", "FOL", "BG", "MX", "OTHER")
 ROLE_NAMES = {
@@ -50,6 +51,64 @@ _ROLE_ALIASES = {name: role for role, name in ROLE_NAMES.items()} | {r.lower(): 
 _ROLE_ALIASES |= {"effects": "FX", "sfx": "FX", "take": "PROD", "takes": "PROD", "dialog": "DX"}
 # "12A_T03", "sc12_tk3", "T004", "12-3" : recorder take names.
 _TAKE_RE = re.compile(r"(^|[_\-\s])(t|tk|take)\d+($|[_\-\s])|^\d+[a-z]?[_\-]\d+$|^sc\d+", re.IGNORECASE)
+
+
+#: WAVE_FORMAT_EXTENSIBLE speaker bits in order, as the short names used below.
+_MASK_SPEAKERS = ("L", "R", "C", "LFE", "Lrs", "Rrs", "Lc", "Rc", "Cs", "Ls", "Rs", "Ts",
+                  "Ltf", "Ctf", "Rtf", "Ltr", "Ctr", "Rtr")
+#: Channel-name spellings (an iXML track name's last word, lower case) -> speaker.
+_SPEAKER_NAMES = {
+    "l": "L", "left": "L", "fl": "L", "lf": "L",
+    "r": "R", "right": "R", "fr": "R", "rf": "R",
+    "c": "C", "ctr": "C", "center": "C", "centre": "C", "fc": "C", "cntr": "C",
+    "lfe": "LFE", "sub": "LFE", "lfe1": "LFE",
+    "ls": "Ls", "lss": "Ls", "sl": "Ls", "lsd": "Ls",
+    "rs": "Rs", "rss": "Rs", "sr": "Rs", "rsd": "Rs",
+    "lsr": "Lrs", "lrs": "Lrs", "bl": "Lrs", "lb": "Lrs", "lbs": "Lrs",
+    "rsr": "Rrs", "rrs": "Rrs", "br": "Rrs", "rb": "Rrs", "rbs": "Rrs",
+    "lc": "Lc", "rc": "Rc", "cs": "Cs", "bc": "Cs", "s": "Cs",
+}
+#: The WAV standard's channel order when a file names none (SMPTE: L R C LFE, then the surrounds).
+_DEFAULT_SPEAKERS = {1: ("C",), 2: ("L", "R"), 3: ("L", "R", "C"), 4: ("L", "R", "Lrs", "Rrs"),
+                     5: ("L", "R", "C", "Lrs", "Rrs"), 6: ("L", "R", "C", "LFE", "Lrs", "Rrs"),
+                     8: ("L", "R", "C", "LFE", "Lrs", "Rrs", "Ls", "Rs")}
+_G = 0.5**0.5  # -3 dB
+#: Each speaker's gains into a two-channel (Lo/Ro) fold, as ITU-R BS.775 folds 5.1: centre and surrounds
+#: at -3 dB, the LFE left out; the centre-back and top centre channels at -6 dB into both sides.
+_FOLD = {"L": (1.0, 0.0), "R": (0.0, 1.0), "C": (_G, _G), "LFE": (0.0, 0.0), "Ls": (_G, 0.0), "Rs": (0.0, _G),
+         "Lrs": (_G, 0.0), "Rrs": (0.0, _G), "Lc": (1.0, 0.0), "Rc": (0.0, 1.0), "Cs": (0.5, 0.5),
+         "Ts": (0.5, 0.5), "Ltf": (_G, 0.0), "Ctf": (0.5, 0.5), "Rtf": (0.0, _G), "Ltr": (_G, 0.0),
+         "Ctr": (0.5, 0.5), "Rtr": (0.0, _G)}
+
+
+def speakers_of(channels: int, names: tuple[str | None, ...] = (), mask: int | None = None) -> tuple[str, ...] | None:
+    """The speaker each channel feeds (L, R, C, LFE, Ls, Rs, Lrs, Rrs ...): from the channel names (an
+    iXML track name's last word: "FX Ls", "Left"), else the WAVE_FORMAT_EXTENSIBLE mask, else the WAV
+    standard's order for the channel count. None when none of them says (a poly take's BOOM and LAV)."""
+    words = [re.split(r"[\s_.\-]+", n.strip())[-1].lower() if n else "" for n in names]
+    by_name = tuple(_SPEAKER_NAMES.get(w) for w in words)
+    if len(by_name) == channels and all(by_name) and len(set(by_name)) == channels:
+        return by_name  # type: ignore[return-value]
+    if names and any(n for n in names):
+        return None  # named, but not as speakers
+    if mask:
+        bits = tuple(sp for b, sp in enumerate(_MASK_SPEAKERS) if mask >> b & 1)
+        if len(bits) == channels:
+            return bits
+    return _DEFAULT_SPEAKERS.get(channels)
+
+
+def stereo_fold(channels: int, names: tuple[str | None, ...] = (), mask: int | None = None):
+    """(channels, 2) gains that fold a file's channels into a two-channel mix: a mono file as a phantom
+    centre (-3 dB into each side), a stereo one as it is, a surround one as ITU-R BS.775 folds it (see
+    _FOLD). A layout nothing names (speakers_of gives None) keeps each channel apart: the identity, as
+    if each were its own channel of the mix."""
+    import numpy as np
+
+    speakers = speakers_of(channels, names, mask)
+    if speakers is None:
+        return np.eye(channels)
+    return np.array([_FOLD[sp] for sp in speakers], dtype=np.float64)
 
 
 def origin_of(role: str | None) -> str:
@@ -81,6 +140,7 @@ class Stem:
     scene: str | None = None
     take: str | None = None
     tape: str | None = None
+    channel_mask: int | None = None  # WAVE_FORMAT_EXTENSIBLE speaker bits, when the file gives them
 
     @property
     def duration_s(self) -> float:
@@ -89,6 +149,10 @@ class Stem:
     @property
     def origin(self) -> str:
         return origin_of(self.role)
+
+    def stereo_fold(self):
+        """(channels, 2) gains that fold this file into a two-channel mix (see stereo_fold())."""
+        return stereo_fold(self.channels, self.track_names, self.channel_mask)
 
     def track_name(self, channel: int) -> str | None:
         """The recorder's or editor's name for a channel (0-based), when the file carries one."""
@@ -227,6 +291,7 @@ def _make_stem(path: Path, root: str, rel: str, rules, read_metadata: bool) -> S
             "scene": meta.scene,
             "take": meta.take,
             "tape": meta.tape,
+            "channel_mask": meta.channel_mask,
         }
         if role == "OTHER" and (meta.scene or meta.take) and _TAKE_RE.search(path.stem):
             role = "PROD"
