@@ -373,12 +373,22 @@ def decompose(
     whole = [j for j, (lo, hi, g) in enumerate(fits) if g is not None and live_bin[lo:hi].all()]
     fitted = whole or [j for j, f in enumerate(fits) if f[2] is not None]
     gains = []
+    source = []  # per band: the band whose fit stands for its lost bins
     for j, (_, _, g) in enumerate(fits):
+        src = j
         if g is None:
             # A band the clip lost (a codec's or a phone's cut-off): the stems are heard there in the mix
             # all the same, at about the gains of the nearest band the clip kept.
-            g = fits[min(fitted, key=lambda i: (abs(i - j), i))][2]
+            src = min(fitted, key=lambda i: (abs(i - j), i))
+            g = fits[src][2]
         gains.append(g.astype(np.complex64))
+        source.append(src)
+    if folds is None:
+        folds = default_folds(chans)
+    to_clip = _clip_folds(folds, cc) if LOST_POWER_TRANSFER else None
+    transfers = None
+    if to_clip is not None:
+        transfers = [_power_transfers(fits[src][2], normal[src][0], to_clip, bounds) for src in source]
     # Energies as Parseval counts them: each one-sided bin stands for two of the full spectrum, but DC
     # and Nyquist for one.
     bin_weight = np.ones(nb)
@@ -391,7 +401,7 @@ def decompose(
     # balance to restore.
     ratios = None
     if cc == 1 < max(chans) and len(chans) > 1:
-        ratios = _fold_ratios(grams, list(folds) if folds is not None else default_folds(chans))
+        ratios = _fold_ratios(grams, list(folds))
     mix_e = np.zeros((F, n_src)) if ratios is not None else None
     # Pass 2: per frame, each stem's fitted part, the residual and the clip.
     comp_e = np.zeros((F, n_src))
@@ -410,12 +420,17 @@ def decompose(
                 a_b = (Ab[lo:hi] if all_kept else Ab[lo:hi][keep]).reshape(-1, K)  # (bins x frames, K)
                 y_b = (Xb[lo:hi] if all_kept else Xb[lo:hi][keep]).reshape(-1, cc)
                 wb = bin_weight[lo:hi][keep]
-                e_parts, fit_total = _part_energies(a_b, g, wb, fb, bounds)
+                if lost and transfers is not None:
+                    e_parts = _folded_energies(a_b, to_clip, wb, fb, bounds) * transfers[j]
+                    fit_e = e_parts.sum(axis=1)
+                else:
+                    e_parts, fit_total = _part_energies(a_b, g, wb, fb, bounds)
+                    fit_e = _frame_energy(fit_total, wb, fb) if lost else None
                 comp_e[f0:f1] += e_parts
                 if mix_e is not None:
                     mix_e[f0:f1] += e_parts * ratios[:, j]
                 if lost:
-                    total_e[f0:f1] += _frame_energy(fit_total, wb, fb)
+                    total_e[f0:f1] += fit_e
                     if j in attenuated and ATTENUATED_RESIDUAL:
                         unexplained = _frame_energy(y_b - a_b @ attenuated[j], wb, fb)
                         resid_e[f0:f1] += unexplained
@@ -456,6 +471,45 @@ def _part_energies(a_b: np.ndarray, g: np.ndarray, weights: np.ndarray, frames: 
         fit_total += part
         out[:, i] = _frame_energy(part, weights, frames)
     return out, fit_total
+
+
+#: Lost bands count each stem at the power transfer (fitted part over the stem's own fold) of the band
+#: standing for them, instead of its per-channel gains (False: the gains, as before).
+LOST_POWER_TRANSFER = True
+
+
+def _clip_folds(folds, cc: int) -> list[np.ndarray] | None:
+    """Per stem, (k_i, cc) gains that fold its channels as the clip holds them: the two-channel fold for a
+    two-channel clip, its mono sum for a mono one; None for a wider clip (no fold to say)."""
+    if cc == 2:
+        return [np.asarray(d, dtype=np.complex64) for d in folds]
+    if cc == 1:
+        return [np.asarray(d, dtype=np.float64).sum(axis=1, keepdims=True).astype(np.complex64) for d in folds]
+    return None
+
+
+def _power_transfers(g: np.ndarray, gram: np.ndarray, to_clip: list[np.ndarray], bounds: np.ndarray) -> np.ndarray:
+    """Per stem, the energy of its fitted part (gains `g`, (K, cc)) over the energy of its own channels
+    folded as the clip holds them (`to_clip`), both from the band's Gram matrix: how loud the clip's path
+    plays the stem there, whatever the split of its gains between channels that sound alike (which a
+    fit can make large and opposed, cancelling only in the band they were fitted in)."""
+    out = np.zeros(len(to_clip))
+    for i, d in enumerate(to_clip):
+        b = gram[bounds[i] : bounds[i + 1], bounds[i] : bounds[i + 1]]
+        gi = g[bounds[i] : bounds[i + 1]]
+        fitted = float(np.real(np.einsum("kc,kl,lc->", gi.conj(), b, gi)))
+        own = float(np.real(np.einsum("kc,kl,lc->", d.conj(), b, d)))
+        out[i] = fitted / own if own > 1e-12 * max(float(np.real(np.trace(b))), 1e-30) else 0.0
+    return out
+
+
+def _folded_energies(a_b: np.ndarray, to_clip: list[np.ndarray], weights: np.ndarray, frames: int,
+                     bounds: np.ndarray) -> np.ndarray:
+    """Per-frame energy (frames, stems) of each stem's channels folded as the clip holds them."""
+    out = np.zeros((frames, len(to_clip)))
+    for i, d in enumerate(to_clip):
+        out[:, i] = _frame_energy(a_b[:, bounds[i] : bounds[i + 1]] @ d, weights, frames)
+    return out
 
 
 def _component_energy(A: np.ndarray, gains: list[np.ndarray], edges: list[tuple[int, int]], bmask: np.ndarray,
