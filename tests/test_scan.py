@@ -86,7 +86,7 @@ def test_recorder_take_has_its_clock_provenance_and_tracks(listing):
         "path": "12A_T03.wav", "root": "production", "role": "PROD", "format": "WAV", "subtype": "PCM_24",
         "samplerate": SR, "channels": 2, "frames": 3 * SR, "duration_s": 3.0, "duration": "0:00:03.000",
         "time_reference": TAKE_TR, "timecode": "14:22:31:07", "fps": "23.976", "drop_frame": False,
-        "scene": "12A", "take": "3", "tape": "SR004", "tracks": ["BOOM", "LAV 1"],
+        "scene": "12A", "take": "3", "tape": "SR004", "tracks": ["BOOM", "LAV 1"], "speakers": ["L", "R"],
     }
 
 

@@ -263,9 +263,11 @@ def test_speakers_come_from_track_names_then_the_channel_mask_then_the_channel_c
 
     # Film order named in iXML (L C R Ls Rs LFE) wins over the count's default (L R C LFE Ls Rs).
     assert speakers_of(6, ("MX L", "MX C", "MX R", "MX Ls", "MX Rs", "MX LFE")) == ("L", "C", "R", "Ls", "Rs", "LFE")
-    # A poly take's names are not speakers: no layout (each channel kept apart).
-    assert speakers_of(2, ("BOOM", "LAV")) is None
+    # Names that are not speakers say nothing: a poly take's BOOM and LAV fold as two channels, a mono
+    # dialogue stem named "DIA" is a centre (a phantom centre in the fold), one named "L" is a left.
+    assert speakers_of(2, ("BOOM", "LAV")) == ("L", "R")
     assert np.array_equal(stereo_fold(2, ("BOOM", "LAV")), np.eye(2))
+    assert speakers_of(1, ("DIA",)) == ("C",) and speakers_of(1, ("FX.L",)) == ("L",)
     # Unnamed: the WAVE_FORMAT_EXTENSIBLE mask (0x60F: side surrounds), else the count.
     assert speakers_of(6, (), 0x60F) == ("L", "R", "C", "LFE", "Ls", "Rs")
     assert speakers_of(6) == ("L", "R", "C", "LFE", "Lrs", "Rrs")

@@ -279,7 +279,16 @@ def scan_file_json(stem) -> dict:
         "take": stem.take,
         "tape": stem.tape,
         "tracks": [stem.track_name(c) for c in range(stem.channels)],
+        "speakers": _speakers(stem),
     }
+
+
+def _speakers(stem) -> list[str] | None:
+    """The speaker each channel is taken to feed when a mono copy's shares are measured (stems.speakers_of)."""
+    from whichsound.stems import speakers_of
+
+    got = speakers_of(stem.channels, stem.track_names, stem.channel_mask)
+    return list(got) if got is not None else None
 
 
 def scan_json(discovery, roots) -> dict:
@@ -348,6 +357,8 @@ def render_scan(doc: dict, console) -> None:
         table.add_column("tracks", overflow="fold")
         for f in files:
             tracks = " | ".join(t or "-" for t in f["tracks"]) if any(f["tracks"]) else ""
+            if f["channels"] > 2 and f["speakers"] and not any(f["tracks"]):
+                tracks = " ".join(f["speakers"]) + " (taken as)"
             table.add_row(
                 Text(f["path"]),
                 f["role"],

@@ -84,13 +84,12 @@ _FOLD = {"L": (1.0, 0.0), "R": (0.0, 1.0), "C": (_G, _G), "LFE": (0.0, 0.0), "Ls
 def speakers_of(channels: int, names: tuple[str | None, ...] = (), mask: int | None = None) -> tuple[str, ...] | None:
     """The speaker each channel feeds (L, R, C, LFE, Ls, Rs, Lrs, Rrs ...): from the channel names (an
     iXML track name's last word: "FX Ls", "Left"), else the WAVE_FORMAT_EXTENSIBLE mask, else the WAV
-    standard's order for the channel count. None when none of them says (a poly take's BOOM and LAV)."""
+    standard's order for the channel count (a mono file: a centre; names that are not speakers, a poly
+    take's BOOM and LAV, say nothing). None when none of them says (7 channels, unnamed)."""
     words = [re.split(r"[\s_.\-]+", n.strip())[-1].lower() if n else "" for n in names]
     by_name = tuple(_SPEAKER_NAMES.get(w) for w in words)
     if len(by_name) == channels and all(by_name) and len(set(by_name)) == channels:
         return by_name  # type: ignore[return-value]
-    if names and any(n for n in names):
-        return None  # named, but not as speakers
     if mask:
         bits = tuple(sp for b, sp in enumerate(_MASK_SPEAKERS) if mask >> b & 1)
         if len(bits) == channels:
@@ -101,8 +100,8 @@ def speakers_of(channels: int, names: tuple[str | None, ...] = (), mask: int | N
 def stereo_fold(channels: int, names: tuple[str | None, ...] = (), mask: int | None = None):
     """(channels, 2) gains that fold a file's channels into a two-channel mix: a mono file as a phantom
     centre (-3 dB into each side), a stereo one as it is, a surround one as ITU-R BS.775 folds it (see
-    _FOLD). A layout nothing names (speakers_of gives None) keeps each channel apart: the identity, as
-    if each were its own channel of the mix."""
+    _FOLD). A layout nothing gives (speakers_of is None) keeps each channel apart: the identity, as if
+    each were its own channel of the mix."""
     import numpy as np
 
     speakers = speakers_of(channels, names, mask)
