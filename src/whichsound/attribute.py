@@ -449,8 +449,9 @@ def decompose(
             return np.concatenate(read_regs(a, b - a), axis=1) - reg_mean
 
         def context() -> tuple[np.ndarray, np.ndarray]:
+            lost = (live_bin, transfers, to_clip) if transfers is not None else None
             before, after = (_component_energy(_stft_frames(beyond, f0, f0 + c, nfft, hop), gains, edges, bmask,
-                                               bin_weight, bounds) for f0 in (-c, F))
+                                               bin_weight, bounds, lost) for f0 in (-c, F))
             return before, after
     if mix_e is not None:
         comp_e, total_e = _unfolded(comp_e, total_e, mix_e)
@@ -513,16 +514,23 @@ def _folded_energies(a_b: np.ndarray, to_clip: list[np.ndarray], weights: np.nda
 
 
 def _component_energy(A: np.ndarray, gains: list[np.ndarray], edges: list[tuple[int, int]], bmask: np.ndarray,
-                      bin_weight: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+                      bin_weight: np.ndarray, bounds: np.ndarray, lost=None) -> np.ndarray:
     """Per-frame energy (frames, stems) of each stem's part, the stems' band-major STFT `A` (bins, frames, K)
-    times its fitted `gains` per band, over the bins in `bmask`."""
+    times its fitted `gains` per band, over the bins in `bmask`. `lost` = (live bins, power transfers per
+    band, clip folds): the bins the clip lost count each stem at its power transfer, as in decompose."""
     K, fb = A.shape[2], A.shape[1]
     out = np.zeros((fb, len(bounds) - 1))
     for j, (lo, hi) in enumerate(edges):
-        keep = bmask[lo:hi]
-        if keep.any():
+        for gone in (False, True) if lost is not None else (None,):
+            keep = bmask[lo:hi] if gone is None else bmask[lo:hi] & (lost[0][lo:hi] != gone)
+            if not keep.any():
+                continue
             a_b = (A[lo:hi] if keep.all() else A[lo:hi][keep]).reshape(-1, K)
-            out += _part_energies(a_b, gains[j], bin_weight[lo:hi][keep], fb, bounds)[0]
+            wb = bin_weight[lo:hi][keep]
+            if gone:
+                out += _folded_energies(a_b, lost[2], wb, fb, bounds) * lost[1][j]
+            else:
+                out += _part_energies(a_b, gains[j], wb, fb, bounds)[0]
     return out
 
 
