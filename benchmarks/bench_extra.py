@@ -142,12 +142,7 @@ def _surround(names: tuple[str, ...], mask: int) -> Layout:
         """A mono element panned across the front (L C R) with a little in the surrounds."""
         g = np.zeros(k)
         pos = rng.uniform(-0.8, 0.8)
-        if pos < 0:
-            a, b = "L", "C"
-            t = (pos + 1.0) / 1.0
-        else:
-            a, b = "C", "R"
-            t = pos
+        a, b, t = ("L", "C", pos + 1.0) if pos < 0 else ("C", "R", pos)
         th = t * np.pi / 2
         g[idx[a]], g[idx[b]] = np.cos(th), np.sin(th)
         sur = rng.uniform(0.0, 0.3)

@@ -372,23 +372,22 @@ def decompose(
     # attenuated near it (the codec's roll-off), its gains too low.
     whole = [j for j, (lo, hi, g) in enumerate(fits) if g is not None and live_bin[lo:hi].all()]
     fitted = whole or [j for j, f in enumerate(fits) if f[2] is not None]
+    folds = list(folds) if folds is not None else default_folds(chans)
+    as_clip = _clip_folds(folds, cc) if LOST_POWER_TRANSFER else None  # per stem: folded as the clip holds it
     gains = []
-    source = []  # per band: the band whose fit stands for its lost bins
+    transfers = [] if as_clip is not None else None  # per band: each stem's power transfer (lost bins)
     for j, (_, _, g) in enumerate(fits):
         src = j
         if g is None:
             # A band the clip lost (a codec's or a phone's cut-off): the stems are heard there in the mix
             # all the same, at about the gains of the nearest band the clip kept.
             src = min(fitted, key=lambda i: (abs(i - j), i))
-            g = fits[src][2]
-        gains.append(g.astype(np.complex64))
-        source.append(src)
-    if folds is None:
-        folds = default_folds(chans)
-    to_clip = _clip_folds(folds, cc) if LOST_POWER_TRANSFER else None
-    transfers = None
-    if to_clip is not None:
-        transfers = [_power_transfers(fits[src][2], normal[src][0], to_clip, bounds) for src in source]
+        gains.append(fits[src][2].astype(np.complex64))
+        if transfers is not None:
+            gram = normal[src][0]
+            own_gains = [fits[src][2][a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+            transfers.append(_ratio(_block_energies(gram, own_gains, bounds),
+                                    _block_energies(gram, as_clip, bounds), _trace_floor(gram, bounds), 0.0))
     # Energies as Parseval counts them: each one-sided bin stands for two of the full spectrum, but DC
     # and Nyquist for one.
     bin_weight = np.ones(nb)
@@ -401,7 +400,7 @@ def decompose(
     # balance to restore.
     ratios = None
     if cc == 1 < max(chans) and len(chans) > 1:
-        ratios = _fold_ratios(grams, list(folds))
+        ratios = _fold_ratios(grams, folds, bounds)
     mix_e = np.zeros((F, n_src)) if ratios is not None else None
     # Pass 2: per frame, each stem's fitted part, the residual and the clip.
     comp_e = np.zeros((F, n_src))
@@ -421,7 +420,7 @@ def decompose(
                 y_b = (Xb[lo:hi] if all_kept else Xb[lo:hi][keep]).reshape(-1, cc)
                 wb = bin_weight[lo:hi][keep]
                 if lost and transfers is not None:
-                    e_parts = _folded_energies(a_b, to_clip, wb, fb, bounds) * transfers[j]
+                    e_parts = _folded_energies(a_b, as_clip, wb, fb, bounds) * transfers[j]
                     fit_e = e_parts.sum(axis=1)
                 else:
                     e_parts, fit_total = _part_energies(a_b, g, wb, fb, bounds)
@@ -449,9 +448,10 @@ def decompose(
             return np.concatenate(read_regs(a, b - a), axis=1) - reg_mean
 
         def context() -> tuple[np.ndarray, np.ndarray]:
-            lost = (live_bin, transfers, to_clip) if transfers is not None else None
-            before, after = (_component_energy(_stft_frames(beyond, f0, f0 + c, nfft, hop), gains, edges, bmask,
-                                               bin_weight, bounds, lost) for f0 in (-c, F))
+            live = live_bin if transfers is not None else np.ones(nb, dtype=bool)
+            before, after = (_component_energy(_stft_frames(beyond, f0, f0 + c, nfft, hop), gains, edges,
+                                               bmask, live, bin_weight, bounds, transfers, as_clip)
+                             for f0 in (-c, F))
             return before, after
     if mix_e is not None:
         comp_e, total_e = _unfolded(comp_e, total_e, mix_e)
@@ -479,56 +479,67 @@ def _part_energies(a_b: np.ndarray, g: np.ndarray, weights: np.ndarray, frames: 
 LOST_POWER_TRANSFER = True
 
 
-def _clip_folds(folds, cc: int) -> list[np.ndarray] | None:
-    """Per stem, (k_i, cc) gains that fold its channels as the clip holds them: the two-channel fold for a
+def _clip_folds(folds: list[np.ndarray], cc: int) -> list[np.ndarray] | None:
+    """Per stem, (k_i, c) gains that fold its channels as the clip holds them: the fold itself for a
     two-channel clip, its mono sum for a mono one; None for a wider clip (no fold to say)."""
     if cc == 2:
         return [np.asarray(d, dtype=np.complex64) for d in folds]
     if cc == 1:
-        return [np.asarray(d, dtype=np.float64).sum(axis=1, keepdims=True).astype(np.complex64) for d in folds]
+        return [np.asarray(d.sum(axis=1, keepdims=True), dtype=np.complex64) for d in folds]
     return None
 
 
-def _power_transfers(g: np.ndarray, gram: np.ndarray, to_clip: list[np.ndarray], bounds: np.ndarray) -> np.ndarray:
-    """Per stem, the energy of its fitted part (gains `g`, (K, cc)) over the energy of its own channels
-    folded as the clip holds them (`to_clip`), both from the band's Gram matrix: how loud the clip's path
-    plays the stem there, whatever the split of its gains between channels that sound alike (which a
-    fit can make large and opposed, cancelling only in the band they were fitted in)."""
-    out = np.zeros(len(to_clip))
-    for i, d in enumerate(to_clip):
-        b = gram[bounds[i] : bounds[i + 1], bounds[i] : bounds[i + 1]]
-        gi = g[bounds[i] : bounds[i + 1]]
-        fitted = float(np.real(np.einsum("kc,kl,lc->", gi.conj(), b, gi)))
-        own = float(np.real(np.einsum("kc,kl,lc->", d.conj(), b, d)))
-        out[i] = fitted / own if own > 1e-12 * max(float(np.real(np.trace(b))), 1e-30) else 0.0
+def _block_energies(gram: np.ndarray, m: list[np.ndarray], bounds: np.ndarray) -> np.ndarray:
+    """Per stem, the energy over a band of its channels combined by `m[i]` (k_i, c) (its fitted gains or
+    its fold): Re tr(m_i^H G_i m_i), G_i its block of the band's Gram matrix `gram`."""
+    out = np.zeros(len(m))
+    for i, mi in enumerate(m):
+        blk = gram[bounds[i] : bounds[i + 1], bounds[i] : bounds[i + 1]]
+        out[i] = float(np.real(np.einsum("kc,kl,lc->", mi.conj(), blk, mi)))
     return out
 
 
-def _folded_energies(a_b: np.ndarray, to_clip: list[np.ndarray], weights: np.ndarray, frames: int,
+def _folded_energies(a_b: np.ndarray, m: list[np.ndarray], weights: np.ndarray, frames: int,
                      bounds: np.ndarray) -> np.ndarray:
-    """Per-frame energy (frames, stems) of each stem's channels folded as the clip holds them."""
-    out = np.zeros((frames, len(to_clip)))
-    for i, d in enumerate(to_clip):
-        out[:, i] = _frame_energy(a_b[:, bounds[i] : bounds[i + 1]] @ d, weights, frames)
+    """Per-frame energy (frames, stems) of each stem's channels in band-major STFT values `a_b` (bins x
+    frames, K) combined by `m[i]` (its fold as the clip holds it; widths may differ between stems, so
+    not one stacked gain matrix as _part_energies takes)."""
+    out = np.zeros((frames, len(m)))
+    for i, mi in enumerate(m):
+        out[:, i] = _frame_energy(a_b[:, bounds[i] : bounds[i + 1]] @ mi, weights, frames)
     return out
+
+
+def _trace_floor(gram: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """Per stem, 1e-12 of its channels' energy over the band (at least 1e-42): under it a ratio of two of
+    its energies is noise."""
+    return np.array([1e-12 * max(float(np.real(np.trace(gram[a:b, a:b]))), 1e-30)
+                     for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
+
+
+def _ratio(num: np.ndarray, den: np.ndarray, floor: np.ndarray, default: float) -> np.ndarray:
+    """num / den per stem, `default` where den is not above `floor`."""
+    ok = den > floor
+    return np.where(ok, num / np.where(ok, den, 1.0), default)
 
 
 def _component_energy(A: np.ndarray, gains: list[np.ndarray], edges: list[tuple[int, int]], bmask: np.ndarray,
-                      bin_weight: np.ndarray, bounds: np.ndarray, lost=None) -> np.ndarray:
+                      live: np.ndarray, bin_weight: np.ndarray, bounds: np.ndarray,
+                      transfers: list[np.ndarray] | None, as_clip: list[np.ndarray] | None) -> np.ndarray:
     """Per-frame energy (frames, stems) of each stem's part, the stems' band-major STFT `A` (bins, frames, K)
-    times its fitted `gains` per band, over the bins in `bmask`. `lost` = (live bins, power transfers per
-    band, clip folds): the bins the clip lost count each stem at its power transfer, as in decompose."""
+    times its fitted `gains` per band, over the bins in `bmask`; bins the clip lost (not `live`) count each
+    stem at its power transfer (`transfers`, over its channels folded by `as_clip`), as in decompose."""
     K, fb = A.shape[2], A.shape[1]
     out = np.zeros((fb, len(bounds) - 1))
     for j, (lo, hi) in enumerate(edges):
-        for gone in (False, True) if lost is not None else (None,):
-            keep = bmask[lo:hi] if gone is None else bmask[lo:hi] & (lost[0][lo:hi] != gone)
+        for lost in (False, True):
+            keep = bmask[lo:hi] & (live[lo:hi] != lost)
             if not keep.any():
                 continue
             a_b = (A[lo:hi] if keep.all() else A[lo:hi][keep]).reshape(-1, K)
             wb = bin_weight[lo:hi][keep]
-            if gone:
-                out += _folded_energies(a_b, lost[2], wb, fb, bounds) * lost[1][j]
+            if lost:
+                out += _folded_energies(a_b, as_clip, wb, fb, bounds) * transfers[j]
             else:
                 out += _part_energies(a_b, gains[j], wb, fb, bounds)[0]
     return out
@@ -549,7 +560,7 @@ def _frame_energy(z: np.ndarray, weights: np.ndarray, frames: int) -> np.ndarray
     return weights @ p.reshape(-1, frames).astype(np.float64)
 
 
-def _fold_ratios(grams: list[np.ndarray], folds: list[np.ndarray]) -> np.ndarray:
+def _fold_ratios(grams: list[np.ndarray], folds: list[np.ndarray], bounds: np.ndarray) -> np.ndarray:
     """Per stem and band (stems, bands): the stem's energy in a two-channel fold of the mix over its energy
     in that fold's mono sum, from its channels' Gram matrix over the band and its fold gains (channels,
     2; see stems.stereo_fold). For a stereo stem, the sum of its channels' energies over the energy of
@@ -560,16 +571,11 @@ def _fold_ratios(grams: list[np.ndarray], folds: list[np.ndarray]) -> np.ndarray
     A mix plays each stem's channels at one level, so the ratio comes from the stem's own signals, not
     from the fit's per-channel gains: those are ill-conditioned for a stem whose channels are nearly the
     same (a centred effect in a stereo stem), where a lossy copy's noise lets them grow large and cancel."""
-    sizes = tuple(d.shape[0] for d in folds)
-    bounds = np.cumsum((0,) + sizes)
+    mono = [d.sum(axis=1, keepdims=True) for d in folds]  # the fold's mono sum
     out = np.ones((len(folds), len(grams)))
     for j, gram in enumerate(grams):
-        for i, d in enumerate(folds):
-            block = gram[bounds[i] : bounds[i + 1], bounds[i] : bounds[i + 1]]
-            own = float(np.real(np.trace(d.T @ block @ d)))  # the fold's channels: energies add
-            w = d.sum(axis=1)  # the mono sum of the fold
-            folded = float(np.real(w @ block @ w))
-            out[i, j] = own / folded if folded > 1e-12 * max(own, 1e-30) else 1.0
+        own = _block_energies(gram, folds, bounds)  # the fold's channels: energies add
+        out[:, j] = _ratio(own, _block_energies(gram, mono, bounds), 1e-12 * np.maximum(own, 1e-30), 1.0)
     return out
 
 

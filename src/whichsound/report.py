@@ -279,16 +279,8 @@ def scan_file_json(stem) -> dict:
         "take": stem.take,
         "tape": stem.tape,
         "tracks": [stem.track_name(c) for c in range(stem.channels)],
-        "speakers": _speakers(stem),
+        "speakers": list(stem.speakers) if stem.speakers is not None else None,
     }
-
-
-def _speakers(stem) -> list[str] | None:
-    """The speaker each channel is taken to feed when a mono copy's shares are measured (stems.speakers_of)."""
-    from whichsound.stems import speakers_of
-
-    got = speakers_of(stem.channels, stem.track_names, stem.channel_mask)
-    return list(got) if got is not None else None
 
 
 def scan_json(discovery, roots) -> dict:

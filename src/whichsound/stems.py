@@ -149,6 +149,11 @@ class Stem:
     def origin(self) -> str:
         return origin_of(self.role)
 
+    @property
+    def speakers(self) -> tuple[str, ...] | None:
+        """The speaker each channel feeds, from its names, mask or count (see speakers_of())."""
+        return speakers_of(self.channels, self.track_names, self.channel_mask)
+
     def stereo_fold(self):
         """(channels, 2) gains that fold this file into a two-channel mix (see stereo_fold())."""
         return stereo_fold(self.channels, self.track_names, self.channel_mask)
