@@ -560,3 +560,81 @@ def test_settled_identity_is_recorded_and_a_later_write_still_caught(tmp_path, s
         f.write(b"\x00\x7c\x00")
     with Index(tmp_path / "cache") as index:
         assert index.get(stem) is None and hashed == [entry.array_path]
+
+
+# -- derived data ------------------------------------------------------------------------------------------
+
+
+def _arrays(seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"n": np.array(4096), "spectrum": (rng.standard_normal((3000, 8)) + 1j).astype(np.complex64),
+            "cumulative": np.cumsum(rng.random(5000))}
+
+
+def test_derived_data_is_made_once_and_loaded_by_a_later_index(tmp_path):
+    made = []
+
+    def make():
+        made.append(1)
+        return _arrays()
+
+    with Index(tmp_path / "cache") as a:
+        first = a.derived("recipe 1", make)
+    with Index(tmp_path / "cache") as b:  # another run
+        again = b.derived("recipe 1", make)
+        other = b.derived("recipe 2", lambda: _arrays(1))
+    assert len(made) == 1
+    assert set(again) == {"n", "spectrum", "cumulative"}
+    for k, v in first.items():
+        np.testing.assert_array_equal(again[k], v)  # bit-exact: stored, not remade
+        assert again[k].dtype == v.dtype
+    assert not np.array_equal(other["spectrum"], first["spectrum"])
+    assert len(list((tmp_path / "cache" / "derived").glob("*.npz"))) == 2
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "npy"])
+def test_damaged_derived_file_is_detected_and_made_again(tmp_path, damage):
+    with Index(tmp_path / "cache") as index:
+        good = index.derived("recipe", _arrays)
+        (path,) = index.derived_dir.glob("*.npz")
+        data = bytearray(path.read_bytes())
+        if damage == "truncate":
+            del data[len(data) // 2 :]
+        elif damage == "npy":  # a whole file, but one array, not the archive
+            np.save(path.with_suffix(".tmp.npy"), good["spectrum"])
+            data = bytearray(path.with_suffix(".tmp.npy").read_bytes())
+        else:  # one bit inside the spectrum's bytes: only the zip's CRC-32 can tell
+            data[len(data) // 2] ^= 0x04
+        path.write_bytes(bytes(data))
+        made = []
+        got = index.derived("recipe", lambda: made.append(1) or _arrays())
+        assert made == [1]
+        np.testing.assert_array_equal(got["spectrum"], good["spectrum"])
+        # and the file written again is whole: the next run loads it without making anything
+        assert index.derived("recipe", lambda: pytest.fail("remade a valid file")) is not None
+
+
+def test_derived_data_keeps_the_most_recently_used_under_its_cap(tmp_path, monkeypatch):
+    import whichsound.index as ix
+
+    with Index(tmp_path / "cache") as index:
+        index.derived("a", _arrays)
+        (a,) = index.derived_dir.glob("*.npz")
+        size = a.stat().st_size
+        index.derived("b", lambda: _arrays(1))
+        (b,) = set(index.derived_dir.glob("*.npz")) - {a}
+        os.utime(b, (1_000_000, 1_000_000))  # b used long ago, a just now
+        monkeypatch.setattr(ix, "DERIVED_MAX_BYTES", int(2.5 * size))
+        index.derived("c", lambda: _arrays(2))
+        assert a.exists() and not b.exists()
+        assert len(list(index.derived_dir.glob("*.npz"))) == 2
+
+
+def test_prune_removes_derived_data(tmp_path, index, stem):
+    index.build(stem)
+    index.derived("recipe", _arrays)
+    assert index.prune().files == 1
+    assert not list(index.derived_dir.iterdir())
+    made = []
+    index.derived("recipe", lambda: made.append(1) or _arrays())
+    assert made == [1]

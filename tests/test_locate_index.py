@@ -198,8 +198,9 @@ def test_presearch_that_points_wrong_falls_back_to_searching_everywhere(tmp_path
     clip = tmp_path / "clip.wav"
     sf.write(clip, mix[start : start + 2 * SR], SR, subtype="FLOAT")
     # Envelopes that point only at places over 10 s away from the truth (frames of the padded reference)
+    pad = loc.REFERENCE_FRAMES // 2
     monkeypatch.setattr(loc, "envelope_places",
-                        lambda ref, c, count, excl, **kw: [(int(f * 100), 0.5) for f in (2.0, 32.0)])
+                        lambda ref, c, count, excl, **kw: [(pad + int(f * 100), 0.5) for f in (2.0, 32.0)])
     got = locate(clip, [str(stems)], index=str(tmp_path / "c"))
     assert got.index["presearch"] in ("missed", "explained little: searched everywhere")
     assert got.verdict.match.offset == pytest.approx(start, abs=0.5)
@@ -338,3 +339,65 @@ def test_takes_stop_once_one_explains_the_dialogue():
     assert not loc._takes_settled([reel])  # no take fitted yet
     weak = hyp(("reel",), ("DX", "FX"), (0.50, 0.30), 0.20)  # explains 0.80: the takes may hold more
     assert not loc._takes_settled([weak, hyp(("take", "T1"), ("PROD",), (0.50,), 0.50)])
+
+
+# -- the envelope references kept in the index -----------------------------------------------------------
+
+
+def test_stored_reference_finds_the_places_an_octave_padded_one_found():
+    # The stored reference of a timeline is padded for clips up to REFERENCE_FRAMES; a clip's places are
+    # those in the range its own octave's padding allowed: the same frames and (to float rounding of an
+    # FFT of another length) the same scores as a reference made for that octave.
+    import whichsound.locate as loc
+    from whichsound.align import envelope_features, envelope_places, envelope_spectrum
+
+    x, _ = sf.read(SCENE / "printmaster.wav", dtype="float32", always_2d=True)
+    import soxr
+
+    feats = envelope_features(soxr.resample(x.mean(axis=1), SR, 8000))
+    rng = np.random.default_rng(3)
+    for m in (37, 300, 512):
+        for at in (-m // 3, int(rng.integers(0, len(feats) - m)), len(feats) - m + m // 3):
+            lo, hi = max(at, 0), min(at + m, len(feats))
+            clip = np.zeros((m, feats.shape[1]), np.float32)
+            clip[lo - at : hi - at] = feats[lo:hi]
+            clip += 0.05 * rng.standard_normal(clip.shape).astype(np.float32)
+            clip -= clip.mean(axis=0)
+            octave = 1 << (m - 1).bit_length()
+            pad0 = octave // 2
+            old = [(k - pad0, v) for k, v in envelope_places(np.pad(feats, ((pad0, pad0), (0, 0))), clip, 3, 50)]
+            pad = loc.REFERENCE_FRAMES // 2
+            sp = envelope_spectrum(np.pad(feats, ((pad, pad), (0, 0))), loc.REFERENCE_FRAMES)
+            new = [(k - pad, v) for k, v in envelope_places(sp, clip, 3, 50, first=pad - pad0,
+                                                           last=sp.frames - pad + pad0 - m)]
+            assert [k for k, _ in new] == [k for k, _ in old]
+            # scores in [-1, 1] from float32 spectra of different lengths: equal to 1e-5
+            np.testing.assert_allclose([v for _, v in new], [v for _, v in old], rtol=0, atol=1e-5)
+            assert abs(old[0][0] - at) <= 1  # and the best is the clip's own place
+
+
+def test_index_command_keeps_the_references_a_later_locate_uses(tmp_path, monkeypatch):
+    # `whichsound index` makes each timeline's envelope reference once; a later search (another
+    # process: nothing kept in memory) loads it instead of remaking it, with the same answer.
+    from click.testing import CliRunner
+
+    import whichsound.locate as loc
+    from whichsound.cli import main
+
+    cache = tmp_path / "cache"
+    res = CliRunner().invoke(main, ["index", *ROOTS, "--cache", str(cache)])
+    assert res.exit_code == 0, res.output
+    kept = sorted((cache / "derived").glob("*.npz"))
+    # one per timeline: the scene's stems share one; each production take is its own
+    from whichsound.stems import discover, group_timelines
+
+    assert len(kept) == len(group_timelines(discover(ROOTS).stems))
+    clip = SCENE / TRUTH["clips"][0]["file"]
+    loc._REFERENCES.clear()
+    made = locate(clip, ROOTS, index=str(cache))
+    loc._REFERENCES.clear()
+    monkeypatch.setattr(loc, "envelope_spectrum", lambda *a, **k: pytest.fail("reference made again"))
+    loaded = locate(clip, ROOTS, index=str(cache))
+    assert loaded.index["presearch"] == made.index["presearch"] == "used"
+    assert loaded.verdict.text == made.verdict.text
+    assert sorted((cache / "derived").glob("*.npz")) == kept

@@ -14,6 +14,7 @@ stem's samples: lag p means the clip's first sample lies at stem sample p.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -671,48 +672,72 @@ def envelope_features(x: np.ndarray) -> np.ndarray:
     return envelope_from_energies(band_energies(x))
 
 
-def envelope_ncc(ref: np.ndarray, clip: np.ndarray, *, spectrum=None, clip_spectra: dict | None = None) -> np.ndarray:
-    """Normalised correlation of mean-removed clip features (m, bands) at every place in `ref` (n, bands)
-    features: score[k] for the clip's first frame at ref frame k (n - m + 1 places; empty when shorter).
-    `spectrum`: envelope_spectrum(ref, >= m) when the caller reuses one reference for many clips;
-    `clip_spectra`: a dict (FFT length -> the clip's spectrum) kept by a caller that correlates one clip
-    with many references (the takes of a production folder share a length)."""
+class EnvelopeSpectrum(NamedTuple):
+    """What envelope_ncc needs of a reference's envelope features (frames, bands), made once and reused for
+    many clips (and kept in the index: index.Index.derived): the FFT length `n` (frames), the rfft of the
+    features over n frames (bins, bands) and the cumulative energy of their frames from 0 (frames + 1,)."""
+
+    n: int
+    spectrum: np.ndarray
+    cumulative: np.ndarray
+
+    @property
+    def frames(self) -> int:
+        """Frames of the reference (10 ms each)."""
+        return len(self.cumulative) - 1
+
+
+def envelope_ncc(ref: np.ndarray | EnvelopeSpectrum, clip: np.ndarray, *,
+                 clip_spectra: dict | None = None) -> np.ndarray:
+    """Normalised correlation of mean-removed clip features (m, bands) at every place in reference features
+    `ref` (n, bands), or their envelope_spectrum() when the caller reuses one reference for many clips (it
+    must be made for clips of >= m frames): score[k] for the clip's first frame at ref frame k (n - m + 1
+    places; empty when shorter). `clip_spectra`: a dict (FFT length -> the clip's spectrum) kept by a caller
+    that correlates one clip with many references (the takes of a production folder share a length)."""
     from scipy import fft
 
     m = len(clip)
-    if len(ref) < m or m == 0:
+    sp = ref if isinstance(ref, EnvelopeSpectrum) else envelope_spectrum(ref, m)
+    frames = sp.frames
+    if frames < m or m == 0:
         return np.zeros(0)
+    if sp.n < frames + m:
+        raise ValueError(f"envelope spectrum made for clips of up to {sp.n - frames} frames, not {m}")
     ce = float(np.sum(clip.astype(np.float64) ** 2))
     if ce <= 0:
-        return np.zeros(len(ref) - m + 1)
-    n, R, cs = spectrum if spectrum is not None else envelope_spectrum(ref, m)
-    C = None if clip_spectra is None else clip_spectra.get(n)
+        return np.zeros(frames - m + 1)
+    C = None if clip_spectra is None else clip_spectra.get(sp.n)
     if C is None:
-        C = np.conj(fft.rfft(clip, n, axis=0))
+        C = np.conj(fft.rfft(clip, sp.n, axis=0))
         if clip_spectra is not None:
-            clip_spectra[n] = C
+            clip_spectra[sp.n] = C
     # Summed over the bands before the inverse transform (it is linear): one inverse FFT, not one per band.
-    corr = fft.irfft(np.einsum("kb,kb->k", R, C), n)[: len(ref) - m + 1]
-    e = cs[m:] - cs[: len(ref) - m + 1]
+    corr = fft.irfft(np.einsum("kb,kb->k", sp.spectrum, C), sp.n)[: frames - m + 1]
+    cs = sp.cumulative
+    e = cs[m:] - cs[: frames - m + 1]
     return corr / np.sqrt(np.maximum(e, 1e-12) * ce)
 
 
-def envelope_spectrum(ref: np.ndarray, max_len: int) -> tuple[int, np.ndarray, np.ndarray]:
-    """What envelope_ncc needs of `ref` for clips up to `max_len` frames, made once: (FFT length n, rfft
-    of `ref` over n frames, cumulative energy of its frames from 0)."""
+def envelope_spectrum(ref: np.ndarray, max_len: int) -> EnvelopeSpectrum:
+    """What envelope_ncc needs of reference features `ref` (frames, bands) for clips up to `max_len`
+    frames, made once."""
     from scipy import fft
 
     n = fft.next_fast_len(len(ref) + max_len, real=True)
     cs = np.concatenate([np.zeros(1), np.cumsum(np.sum(ref.astype(np.float64) ** 2, axis=1))])
-    return n, fft.rfft(ref, n, axis=0), cs
+    return EnvelopeSpectrum(n, fft.rfft(ref, n, axis=0), cs)
 
 
-def envelope_places(ref: np.ndarray, clip: np.ndarray, count: int, exclusion: int, *,
-                    spectrum=None, clip_spectra: dict | None = None) -> list[tuple[int, float]]:
-    """The `count` best places (ref frame, score) of mean-removed clip features in `ref`, at least
-    `exclusion` frames apart, best first: the candidates a pre-search hands to the waveform scan.
-    `spectrum`: envelope_spectrum(ref, >= len(clip)) when the caller reuses it."""
-    score = envelope_ncc(ref, clip, spectrum=spectrum, clip_spectra=clip_spectra).astype(np.float64)
+def envelope_places(ref: np.ndarray | EnvelopeSpectrum, clip: np.ndarray, count: int, exclusion: int, *,
+                    clip_spectra: dict | None = None, first: int = 0,
+                    last: int | None = None) -> list[tuple[int, float]]:
+    """The `count` best places (ref frame, score) of mean-removed clip features in `ref` (features or their
+    envelope_spectrum), at least `exclusion` frames apart, best first: the candidates a pre-search hands to
+    the waveform scan. Only places `first` to `last` (ref frames, inclusive) count."""
+    score = envelope_ncc(ref, clip, clip_spectra=clip_spectra).astype(np.float64)
+    score[: max(0, first)] = -np.inf
+    if last is not None:
+        score[max(0, last + 1):] = -np.inf
     out: list[tuple[int, float]] = []
     while len(out) < count and len(score) and np.isfinite(score.max()):
         k = int(np.argmax(score))
@@ -751,7 +776,7 @@ def speed_search(
         spectrum = envelope_spectrum(ref, max_len)
         curve = []
         for c in clips:
-            score = envelope_ncc(ref, c, spectrum=spectrum)
+            score = envelope_ncc(spectrum, c)
             k = int(np.argmax(score)) if len(score) else 0
             curve.append((float(score[k]) if len(score) else 0.0, k))
         vals = np.array([v for v, _ in curve])

@@ -261,6 +261,7 @@ def index_cmd(ctx, folders, cache_dir, jobs, rebuild, do_prune):
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from whichsound.index import Index
+    from whichsound.locate import prepare_references
     from whichsound.stems import discover
 
     found = discover(list(folders))
@@ -279,7 +280,8 @@ def index_cmd(ctx, folders, cache_dir, jobs, rebuild, do_prune):
                 if not hasattr(result, "array_path"):
                     failed.append(str(result))
 
-            idx.build_many(paths, jobs=jobs or os.cpu_count() or 1, progress=progress, force=rebuild)
+            results = idx.build_many(paths, jobs=jobs or os.cpu_count() or 1, progress=progress, force=rebuild)
+        prepare_references(idx, found.stems, results)  # the pre-search's timeline envelopes, made once
         pruned = idx.prune() if do_prune else None
         where = idx.dir
     for f in failed:

@@ -9,6 +9,7 @@ locate correlates in about 0.1 s per hour of stems.  Entries live in a per-user 
     <cache>/arrays/<sha256>.npy   the arrays, content-addressed (name = checksum of the file's bytes)
     <cache>/arrays/<sha256>.env.npy   the array's envelope
     <cache>/locks/<key>.lock      per-entry build locks (fcntl.flock), so one process builds an entry
+    <cache>/derived/<key>.npz     data derived from entries (a timeline's envelope spectrum), see derived()
 
 Usage::
 
@@ -95,6 +96,8 @@ TMP_STALE_S = 3600.0  # prune() removes temp files untouched this long (an inter
 _F16_MAX = float(np.finfo(np.float16).max)
 #: The envelope sidecar (band energies per 10 ms, made at align.ENV_RATE only) is arrays/<name> + this.
 ENV_SUFFIX = ".env.npy"
+#: Bytes of derived data (Index.derived) kept in the cache folder: past this the least recently used go.
+DERIVED_MAX_BYTES = 1 << 30
 _BUSY_MS = 60_000
 
 ProgressCallback = Callable[[int, int, Path, "Entry | WhichsoundError"], None]
@@ -133,13 +136,13 @@ class Entry:
         """The envelope sidecar: band energies of the channel-summed copy (align.band_energies)."""
         return _env_path(self.array_path)
 
-    def load_energies(self) -> np.ndarray | None:
-        """(env_frames, 8) float32 band energies, 10 ms hop, of the channels summed; None at a rate
-        that has none (the features are defined at 8 kHz)."""
+    def load_energies(self, mmap: bool = False) -> np.ndarray | None:
+        """(env_frames, 8) float32 band energies, 10 ms hop, of the channels summed (memory-mapped read-only
+        when `mmap`); None at a rate that has none (the features are defined at 8 kHz)."""
         if self.env_frames == 0:
             return None
         try:
-            return _npload(self.env_path)
+            return _npload(self.env_path, mmap)
         except (OSError, ValueError) as exc:
             raise CacheError(f"{self.env_path}: index envelope unreadable ({exc}); rebuild the entry") from None
 
@@ -314,10 +317,11 @@ class Index:
         self.verify = verify
         self.arrays_dir = self.dir / "arrays"
         self.locks_dir = self.dir / "locks"
+        self.derived_dir = self.dir / "derived"
         self.catalog_path = self.dir / CATALOG
         self._verified: dict[str, str] = {}  # file name -> identity already hashed by this process
         try:
-            for d in (self.dir, self.arrays_dir, self.locks_dir):
+            for d in (self.dir, self.arrays_dir, self.locks_dir, self.derived_dir):
                 d.mkdir(parents=True, exist_ok=True)
             probe_file = self.dir / f"{TMP_PREFIX}{uuid.uuid4().hex}"
             probe_file.write_bytes(b"")
@@ -616,6 +620,49 @@ class Index:
                 with contextlib.suppress(FileNotFoundError):
                     t.unlink()
 
+    # -- derived data ----------------------------------------------------------------------------------
+    def derived(self, key: str, make: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        """Arrays derived from entries (e.g. a timeline's envelope spectrum for the pre-search): loaded from
+        derived/ when an earlier run kept them under `key` (a string naming everything they depend on:
+        entry checksums, parameters, a version), else made by `make()` and kept. A kept file that does
+        not load whole (zip CRC-32 per array, names, no pickles) is removed and made again, never trusted;
+        a folder that cannot be written only costs the next run the time to make them. Thread-safe: no
+        catalog access; two processes that make one key at once both write the same bytes."""
+        path = self.derived_dir / f"{hashlib.blake2b(key.encode(), digest_size=20).hexdigest()}.npz"
+        got = _load_derived(path)
+        if got is not None:
+            with contextlib.suppress(OSError):
+                os.utime(path)  # the least recently used go first (_evict_derived)
+            return got
+        arrays = make()
+        tmp = self.derived_dir / f"{TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex}.npz"
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+            os.replace(tmp, path)
+            self._evict_derived()
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(FileNotFoundError, OSError):
+                tmp.unlink()
+        return arrays
+
+    def _evict_derived(self) -> None:
+        """Keep derived/ under DERIVED_MAX_BYTES: remove the least recently used files first."""
+        files = []
+        for p in self.derived_dir.glob("*.npz"):
+            with contextlib.suppress(FileNotFoundError):
+                st = p.stat()
+                files.append((st.st_mtime, st.st_size, p))
+        total = sum(size for _, size, _ in files)
+        for _, size, p in sorted(files):
+            if total <= DERIVED_MAX_BYTES:
+                break
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+            total -= size
+
     @_catalog_errors
     def remove(self, path: str | Path) -> bool:
         """Forget a stem file's entry (and its array unless another entry shares it); True if there was one."""
@@ -632,7 +679,8 @@ class Index:
     @_catalog_errors
     def prune(self) -> Pruned:
         """Drop rows (at every rate) whose source file is gone or of an old format, orphaned array files,
-        stale temp files, unused lock files and a moved-aside damaged catalog."""
+        stale temp files, unused lock files, a moved-aside damaged catalog and the derived data (made again
+        on next use, from the entries that remain)."""
         entries = files = freed = 0
         with self._write() as con:
             for source, rate, fmt in con.execute(
@@ -657,7 +705,9 @@ class Index:
                 self._verified.pop(p.name, None)
                 files += 1
                 freed += st.st_size
-        for p in [*self.dir.glob(CATALOG + ".corrupt*"), *self.dir.glob(TMP_PREFIX + "*")]:
+        derived = [p for p in self.derived_dir.glob("*") if not p.name.startswith(TMP_PREFIX)
+                   or time.time() - p.stat().st_mtime >= TMP_STALE_S]
+        for p in [*self.dir.glob(CATALOG + ".corrupt*"), *self.dir.glob(TMP_PREFIX + "*"), *derived]:
             with contextlib.suppress(FileNotFoundError):
                 size = p.stat().st_size
                 p.unlink()
@@ -731,6 +781,26 @@ def _npload(path: Path, mmap: bool = False) -> np.ndarray:
     with _NPLOAD_LOCK:
         mapped = np.load(path, mmap_mode="r", allow_pickle=False)
     return mapped if mmap else np.array(mapped)
+
+
+def _load_derived(path: Path) -> dict[str, np.ndarray] | None:
+    """The arrays of a derived/ file, or None when there is none or it is damaged (then removed)."""
+    import zipfile
+
+    try:
+        # Opened here: np.load leaves its own file open when the zip is damaged.
+        with _NPLOAD_LOCK, open(path, "rb") as f:  # header parses: see _NPLOAD_LOCK
+            z = np.load(f, allow_pickle=False)
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise ValueError("not an archive of arrays")
+            with z:
+                return {k: z[k] for k in z.files}  # reading each array whole checks its CRC-32
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return None
 
 
 def _ident(st: os.stat_result) -> str:

@@ -21,6 +21,7 @@ from whichsound.align import (
     ENV_FRAME_S,
     ENV_RATE,
     ChannelScan,
+    EnvelopeSpectrum,
     Template,
     clip_in_stem_time,
     curve_peaks,
@@ -670,23 +671,24 @@ def _presearch(sel: list[Stem], cache: _ClipCache, index, near) -> tuple[dict, d
         return None  # the caller's window is narrower than any pre-search
     try:
         entries = [_entry(index, st) for st in sel]
-        energies = [e.load_energies() for e in entries]
     except (CacheError, InputError):
         return None
-    if any(e is None for e in energies) or any(st.samplerate <= index.rate for st in sel):
+    if any(e.env_frames == 0 for e in entries) or any(st.samplerate <= index.rate for st in sel):
         return None
     clipf = cache.envelope()
     exclusion = int(PRESEARCH_EXCLUSION_S / ENV_FRAME_S)
     clip_spectra: dict = {}
-    longest = 1 << max(0, (len(clipf) - 1).bit_length())  # clip lengths in octaves: references reused
+    octave = 1 << max(0, (len(clipf) - 1).bit_length())  # half of it may lie off either end, as in the full scan
 
     def placed(item):
         key, members = item
-        ref, pad, spectrum = _envelope_reference([sel[j] for j in members], [entries[j] for j in members],
-                                                 [energies[j] for j in members], longest)
+        try:
+            pad, spectrum = _envelope_reference([entries[j] for j in members], index, octave)
+        except CacheError:
+            return None
         places = [(k - pad, v) for k, v in
-                  envelope_places(ref, clipf, PRESEARCH_PLACES, exclusion, spectrum=spectrum,
-                                  clip_spectra=clip_spectra)]
+                  envelope_places(spectrum, clipf, PRESEARCH_PLACES, exclusion, clip_spectra=clip_spectra,
+                                  first=pad - octave // 2, last=spectrum.frames - pad + octave // 2 - len(clipf))]
         return (places[0][1], key, members, places) if places else None
 
     short = cache.clip.duration_s <= PARALLEL_MAX_S
@@ -718,25 +720,66 @@ def _presearch(sel: list[Stem], cache: _ClipCache, index, near) -> tuple[dict, d
 
 
 _REFERENCES: dict[tuple, tuple] = {}
-#: Bytes of envelope references (and spectra) kept per process before they are let go.
+#: Bytes of envelope references kept per process before they are let go.
 REFERENCES_BYTES = 256 << 20
+#: Clips (in 10 ms envelope frames) the one stored envelope reference of a timeline serves: 40.96 s. A
+#: longer clip's reference is made (and kept) for its own octave of lengths.
+REFERENCE_FRAMES = 4096
+#: Names the stored references' recipe (envelope_from_energies, the padding): bump when either changes.
+REFERENCE_VERSION = 1
 
 
-def _envelope_reference(stems: list[Stem], entries: list, energies: list[np.ndarray], longest: int):
-    """A timeline's envelope features for the pre-search of clips up to `longest` frames: (features padded
-    with `pad` frames of no change at each end, so half such a clip may lie off either end as in the full
-    scan; pad; their spectrum). Kept per process: batch asks the same of every note."""
-    key = (tuple((str(st.path), e.env_checksum) for st, e in zip(stems, entries, strict=True)), longest)
+def _envelope_reference(entries: list, index, octave: int) -> tuple[int, EnvelopeSpectrum]:
+    """A timeline's envelope features (its stems' band energies summed, envelope_from_energies), padded
+    with `pad` frames of no change at each end, as envelope_spectrum() for clips up to max(`octave`,
+    REFERENCE_FRAMES) frames: (pad, spectrum). Made once and kept in the index (Index.derived: a warm
+    search loads it in milliseconds instead of remaking it in a few tenths of a second per hour of
+    timeline) and per process (batch asks the same of every note)."""
+    longest = max(octave, REFERENCE_FRAMES)
+    pad = longest // 2
+    sums = tuple(e.env_checksum for e in entries)
+    key = (str(index.dir), sums, longest)
     got = _REFERENCES.get(key)
     if got is None:
-        held = sum(r.nbytes + sp[1].nbytes + sp[2].nbytes for r, _, sp in list(_REFERENCES.values()))
-        if held > REFERENCES_BYTES:  # bounded memory: about 35 MB per hour of timeline and clip octave
+        held = sum(sp.spectrum.nbytes + sp.cumulative.nbytes for _, sp in list(_REFERENCES.values()))
+        if held > REFERENCES_BYTES:  # bounded memory: about 30 MB per hour of timeline
             _REFERENCES.clear()
-        n = min(len(e) for e in energies)
-        pad = longest // 2
-        ref = np.pad(envelope_from_energies(sum(e[:n] for e in energies)), ((pad, pad), (0, 0)))
-        got = _REFERENCES[key] = (ref, pad, envelope_spectrum(ref, longest))
+
+        def make() -> dict[str, np.ndarray]:
+            energies = [e.load_energies(mmap=True) for e in entries]
+            n = min(len(e) for e in energies)
+            total = np.zeros((n, energies[0].shape[1]), dtype=np.float32)
+            for e in energies:
+                total += e[:n]
+            sp = envelope_spectrum(np.pad(envelope_from_energies(total), ((pad, pad), (0, 0))), longest)
+            return {"n": np.array(sp.n), "spectrum": sp.spectrum, "cumulative": sp.cumulative}
+
+        recipe = f"envelope-reference v{REFERENCE_VERSION} {longest} " + " ".join(sums)
+        arrays = index.derived(recipe, make)
+        got = _REFERENCES[key] = (pad, EnvelopeSpectrum(int(arrays["n"]), arrays["spectrum"], arrays["cumulative"]))
     return got
+
+
+def prepare_references(index, stems: list[Stem], entries: list) -> int:
+    """Make and keep in `index` the envelope reference of every timeline of `stems` (entries[i]: stems[i]'s
+    index Entry, or None or an error when it has none), so the first search after `whichsound index` is as
+    quick as the later ones. Returns how many timelines it served; the others are left to the search."""
+    from whichsound.index import CacheError
+
+    if index.rate != ENV_RATE:
+        return 0
+    done = 0
+    for members in group_timelines(stems).values():
+        got = [entries[m] for m in members]
+        if not all(getattr(e, "env_frames", 0) for e in got):
+            continue
+        try:
+            _envelope_reference(got, index, REFERENCE_FRAMES)
+        except CacheError:
+            continue
+        done += 1
+    _REFERENCES.clear()
+    return done
 
 
 def _aligned_starts(starts: list[int], hop: int, first: int) -> list[int]:
