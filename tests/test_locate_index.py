@@ -198,9 +198,8 @@ def test_presearch_that_points_wrong_falls_back_to_searching_everywhere(tmp_path
     clip = tmp_path / "clip.wav"
     sf.write(clip, mix[start : start + 2 * SR], SR, subtype="FLOAT")
     # Envelopes that point only at places over 10 s away from the truth (frames of the padded reference)
-    pad = loc.REFERENCE_FRAMES // 2
     monkeypatch.setattr(loc, "envelope_places",
-                        lambda ref, c, count, excl, **kw: [(pad + int(f * 100), 0.5) for f in (2.0, 32.0)])
+                        lambda ref, c, count, excl, **kw: [(int(f * 100), 0.5) for f in (2.0, 32.0)])
     got = locate(clip, [str(stems)], index=str(tmp_path / "c"))
     assert got.index["presearch"] in ("missed", "explained little: searched everywhere")
     assert got.verdict.match.offset == pytest.approx(start, abs=0.5)
@@ -387,8 +386,12 @@ def test_index_command_keeps_the_references_a_later_locate_uses(tmp_path, monkey
     cache = tmp_path / "cache"
     res = CliRunner().invoke(main, ["index", *ROOTS, "--cache", str(cache)])
     assert res.exit_code == 0, res.output
+    assert not list((cache / "derived").glob("*.npz"))  # the scene's timelines are short: made per search
+    # The fixture's timelines as long ones: its stems (12 s) and its takes (6 s) all kept, one each.
+    monkeypatch.setattr(loc, "REFERENCE_MIN_FRAMES", 500)
+    res = CliRunner().invoke(main, ["index", *ROOTS, "--cache", str(cache)])
+    assert res.exit_code == 0, res.output
     kept = sorted((cache / "derived").glob("*.npz"))
-    # one per timeline: the scene's stems share one; each production take is its own
     from whichsound.stems import discover, group_timelines
 
     assert len(kept) == len(group_timelines(discover(ROOTS).stems))

@@ -722,20 +722,26 @@ def _presearch(sel: list[Stem], cache: _ClipCache, index, near) -> tuple[dict, d
 _REFERENCES: dict[tuple, tuple] = {}
 #: Bytes of envelope references kept per process before they are let go.
 REFERENCES_BYTES = 256 << 20
-#: Clips (in 10 ms envelope frames) the one stored envelope reference of a timeline serves: 40.96 s. A
-#: longer clip's reference is made (and kept) for its own octave of lengths.
+#: Clips (in 10 ms envelope frames) the one stored envelope reference of a long timeline serves: 40.96 s.
+#: A longer clip's reference is made (and kept) for its own octave of lengths.
 REFERENCE_FRAMES = 4096
+#: Timelines of at least this many frames (about 11 min) have their reference kept in the index: remaking
+#: one costs about 0.1 s per 10 min. A shorter one (a take) is made per process for the clip's octave of
+#: lengths, as quick as loading it, and padded only as much as that octave needs (a reference padded for
+#: 41 s clips would make a 30 s take's correlation three times longer).
+REFERENCE_MIN_FRAMES = 16 * REFERENCE_FRAMES
 #: Names the stored references' recipe (envelope_from_energies, the padding): bump when either changes.
 REFERENCE_VERSION = 1
 
 
 def _envelope_reference(entries: list, index, octave: int) -> tuple[int, EnvelopeSpectrum]:
     """A timeline's envelope features (its stems' band energies summed, envelope_from_energies), padded
-    with `pad` frames of no change at each end, as envelope_spectrum() for clips up to max(`octave`,
-    REFERENCE_FRAMES) frames: (pad, spectrum). Made once and kept in the index (Index.derived: a warm
-    search loads it in milliseconds instead of remaking it in a few tenths of a second per hour of
-    timeline) and per process (batch asks the same of every note)."""
-    longest = max(octave, REFERENCE_FRAMES)
+    with `pad` frames of no change at each end, as envelope_spectrum() for clips up to `octave` frames (a
+    long timeline's: max(`octave`, REFERENCE_FRAMES)): (pad, spectrum). A long timeline's is made once and
+    kept in the index (Index.derived: a warm search loads it in milliseconds instead of remaking it in a
+    few tenths of a second per hour); every one is kept per process (batch asks the same of every note)."""
+    stored = min(e.env_frames for e in entries) >= REFERENCE_MIN_FRAMES
+    longest = max(octave, REFERENCE_FRAMES) if stored else octave
     pad = longest // 2
     sums = tuple(e.env_checksum for e in entries)
     key = (str(index.dir), sums, longest)
@@ -755,15 +761,15 @@ def _envelope_reference(entries: list, index, octave: int) -> tuple[int, Envelop
             return {"n": np.array(sp.n), "spectrum": sp.spectrum, "cumulative": sp.cumulative}
 
         recipe = f"envelope-reference v{REFERENCE_VERSION} {longest} " + " ".join(sums)
-        arrays = index.derived(recipe, make)
+        arrays = index.derived(recipe, make) if stored else make()
         got = _REFERENCES[key] = (pad, EnvelopeSpectrum(int(arrays["n"]), arrays["spectrum"], arrays["cumulative"]))
     return got
 
 
 def prepare_references(index, stems: list[Stem], entries: list) -> int:
-    """Make and keep in `index` the envelope reference of every timeline of `stems` (entries[i]: stems[i]'s
-    index Entry, or None or an error when it has none), so the first search after `whichsound index` is as
-    quick as the later ones. Returns how many timelines it served; the others are left to the search."""
+    """Make and keep in `index` the envelope reference of every long timeline of `stems` (entries[i]:
+    stems[i]'s index Entry, or None or an error when it has none; see REFERENCE_MIN_FRAMES), so the first
+    search after `whichsound index` is as quick as the later ones. Returns how many it made or found."""
     from whichsound.index import CacheError
 
     if index.rate != ENV_RATE:
@@ -771,7 +777,7 @@ def prepare_references(index, stems: list[Stem], entries: list) -> int:
     done = 0
     for members in group_timelines(stems).values():
         got = [entries[m] for m in members]
-        if not all(getattr(e, "env_frames", 0) for e in got):
+        if not all(getattr(e, "env_frames", 0) >= REFERENCE_MIN_FRAMES for e in got):
             continue
         try:
             _envelope_reference(got, index, REFERENCE_FRAMES)
