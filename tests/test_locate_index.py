@@ -389,7 +389,7 @@ def test_index_command_keeps_the_references_a_later_locate_uses(tmp_path, monkey
     assert not list((cache / "derived").glob("*.npz"))  # the scene's timelines are short: made per search
     # The fixture's timelines as long ones: its stems (12 s) and its takes (6 s) all kept, one each.
     monkeypatch.setattr(loc, "REFERENCE_MIN_FRAMES", 500)
-    res = CliRunner().invoke(main, ["index", *ROOTS, "--cache", str(cache)])
+    res = CliRunner().invoke(main, ["index", *ROOTS, "--cache", str(cache), "--prune"])  # made after pruning
     assert res.exit_code == 0, res.output
     kept = sorted((cache / "derived").glob("*.npz"))
     from whichsound.stems import discover, group_timelines

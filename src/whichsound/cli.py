@@ -281,8 +281,8 @@ def index_cmd(ctx, folders, cache_dir, jobs, rebuild, do_prune):
                     failed.append(str(result))
 
             results = idx.build_many(paths, jobs=jobs or os.cpu_count() or 1, progress=progress, force=rebuild)
-        prepare_references(idx, found.stems, results)  # the pre-search's timeline envelopes, made once
         pruned = idx.prune() if do_prune else None
+        prepare_references(idx, found.stems, results)  # the pre-search's timeline envelopes, made once
         where = idx.dir
     for f in failed:
         err.print(f"[yellow]warning:[/] {f}")
