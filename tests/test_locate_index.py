@@ -404,3 +404,21 @@ def test_index_command_keeps_the_references_a_later_locate_uses(tmp_path, monkey
     assert loaded.index["presearch"] == made.index["presearch"] == "used"
     assert loaded.verdict.text == made.verdict.text
     assert sorted((cache / "derived").glob("*.npz")) == kept
+
+
+def test_a_take_explaining_the_clip_sends_timelines_the_presearch_missed_to_a_full_search():
+    # A noise soloed from its take can be unlike the mix around it: the envelopes point elsewhere in the
+    # reel and a chance peak there passes for a find. When a take explains the clip and no timeline fitted
+    # where the pre-search pointed does, the timelines must be searched everywhere.
+    from types import SimpleNamespace as NS
+
+    import whichsound.locate as loc
+
+    def hyp(group, explained):
+        return NS(group=group, decomposition=NS(explained=explained))
+
+    reel, take = ("stems", 48000, 0), ("take", "T01.wav")
+    assert loc._timelines_missed([hyp(reel, 0.05), hyp(take, 0.84)])
+    assert not loc._timelines_missed([hyp(reel, 0.86), hyp(take, 0.84)])  # the reel holds it: found
+    assert not loc._timelines_missed([hyp(reel, 0.05), hyp(take, 0.3)])  # nothing explains: other rule
+    assert not loc._timelines_missed([hyp(take, 0.9)])  # takes only: no timeline to search

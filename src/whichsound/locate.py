@@ -361,6 +361,7 @@ def locate(
     takes = [i for i, st in enumerate(stems) if st.role == "PROD"]
     first = [i for i in range(len(stems)) if i not in set(takes)] or takes
     scan(first, 1.0, idx, envelopes=True)
+    timelines_presearched = info["presearch"] == "used" and first is not takes
     if not scans:
         raise InputError("no stem could be searched: " + "; ".join(warnings))
     if not _stands_out(scans, sum(screened.values())) and first is not takes:
@@ -423,6 +424,8 @@ def locate(
             explained = max((h.decomposition.explained for h in hyps), default=0.0)
             scan(pending, speed, idx, envelopes=speed == 1.0, fallback=explained < RESCAN_BELOW)
     if info["presearch"] == "used" and max(h.decomposition.explained for h in hyps) < RESCAN_BELOW:
+        return everywhere()
+    if timelines_presearched and _timelines_missed(hyps):
         return everywhere()
     best_by_group: dict[tuple, Hypothesis] = {}
     for h in hyps:
@@ -810,6 +813,19 @@ def _speed_settled(hyps: list[Hypothesis], speed: float) -> bool:
         if h.group[:1] != ("take",) and (cur is None or h.decomposition.explained > cur.decomposition.explained):
             best_of[h.group] = h
     return any(h.speed == speed and h.decomposition.explained >= RESCAN_BELOW for h in best_of.values())
+
+
+def _timelines_missed(hyps: list[Hypothesis]) -> bool:
+    """True when a production take explains at least RESCAN_BELOW of the clip but no timeline fitted where
+    the pre-search pointed does: a take's sound the edit kept lies in the dialogue stem too, and a sound
+    alone (a noise soloed from its take) can be unlike the mix around it there, so its envelope points
+    elsewhere and a chance peak at those places passes for a find. The timelines are then searched
+    everywhere before the take alone is named."""
+    best = max(hyps, key=lambda h: h.decomposition.explained)
+    if best.group[:1] != ("take",) or best.decomposition.explained < RESCAN_BELOW:
+        return False
+    timelines = [h.decomposition.explained for h in hyps if h.group[:1] != ("take",)]
+    return bool(timelines) and max(timelines) < RESCAN_BELOW
 
 
 def _needs_takes(hyps: list[Hypothesis]) -> bool:
