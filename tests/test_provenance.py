@@ -8,7 +8,9 @@ import shutil
 from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 from click.testing import CliRunner
 
 from whichsound.cli import main
@@ -124,3 +126,63 @@ def test_flac_stems_on_the_reel_share_the_dialogue_stems_clock():
 
     assert stem_timecode(v.match.stem, v.match.offset) == samples_to_timecode(
         3600 * 48000 + frames * 2000, FrameRate(24, 1, False), 48000)
+
+
+def _two_mic_take(folder: Path, edit_channel: int) -> tuple[int, int]:
+    """A 12 s two-track take (BOOM, LAV: iXML names) of a line and an off-mic noise the boom hears 5 ms
+    after the lav and over less of the line, and a dialogue stem that cuts `edit_channel` of it into a
+    24 s reel at 8 s. Returns (take sample where the noise lies in the edited track, its reel sample)."""
+    from conftest import SR, sfx, speech
+
+    from whichsound.bwf import write_bwf
+
+    n = 12 * SR
+    line = np.zeros(n, np.float32)
+    say = speech("sense_and_sensibility_01_austen_64kb-0870")[: 6 * SR]
+    line[3 * SR : 3 * SR + len(say)] = say
+    noise = np.zeros(n, np.float32)
+    knock = sfx("btanks__laugh01")[: SR]
+    at = 5 * SR
+    noise[at : at + len(knock)] = knock
+    delay = int(0.005 * SR)
+    late = np.roll(noise, delay)
+    rng = np.random.default_rng(4)
+    hiss = 1e-3 * rng.standard_normal((n, 2)).astype(np.float32)
+    boom = 0.25 * np.roll(line, int(0.004 * SR)) + 0.5 * late + hiss[:, 0]
+    lav = 0.8 * line + 0.25 * noise + hiss[:, 1]
+    take = np.stack([boom, lav], axis=1)
+    write_bwf(folder / "production" / "14A_T01.wav", take, SR, track_names=["BOOM", "LAV"])
+    dx = np.zeros(24 * SR, np.float32)
+    dx[8 * SR : 8 * SR + n] = 0.7 * take[:, edit_channel]
+    (folder / "stems").mkdir(exist_ok=True)
+    sf.write(folder / "stems" / "R1_DX.wav", dx, SR, subtype="PCM_24")
+    where = at + (delay if edit_channel == 0 else 0)
+    return where, 8 * SR + where
+
+
+@pytest.mark.parametrize("edit_channel", [0, 1])
+def test_a_noise_soloed_from_the_dialogue_stem_is_placed_in_the_take_track_the_edit_used(tmp_path, edit_channel):
+    # The clip is the noise alone as the dialogue stem holds it. With the lav cut (edit_channel 1), the boom
+    # correlates more strongly (the noise over less of the line) 5 ms later; the take must still be
+    # placed where the edited track has it, to the sample, with that track named.
+    from conftest import SR
+
+    (tmp_path / "production").mkdir()
+    take_at, reel_at = _two_mic_take(tmp_path, edit_channel)
+    from conftest import sfx
+
+    pre = SR // 10
+    start = reel_at - pre
+    clip = tmp_path / "clip.wav"
+    # only the noise, at the level the dialogue stem has it: the line under it is not in the clip
+    solo = np.zeros(13 * SR // 10, np.float32)
+    knock = 0.7 * (0.5 if edit_channel == 0 else 0.25) * sfx("btanks__laugh01")[: SR]
+    solo[pre : pre + len(knock)] = knock
+    sf.write(clip, solo, SR, subtype="FLOAT")
+    res = locate(clip, [str(tmp_path / "stems"), str(tmp_path / "production")], index=None)
+    take = next(m for m in res.matches if m.stem.role == "PROD")
+    stem = next(m for m in res.matches if m.stem.role == "DX")
+    assert stem.offset == pytest.approx(start, abs=0.5)
+    # the take's track the edit used, at the noise's place in it (half a sample: the parabolic peak)
+    assert take.channel == edit_channel
+    assert take.offset == pytest.approx(take_at - pre, abs=0.5)

@@ -441,6 +441,8 @@ def locate(
         # peak where the fit was made, against a full-rate scan of its own files.
         winner, zcrit = _full_rate_significance(winner, cache, near, n_lags, idx.rate)
         best_by_group[winner.group] = winner
+    best_by_group = _edit_channels(best_by_group, cache, zcrit)
+    winner = best_by_group[winner.group]
     matches = _matches(best_by_group, winner)
     matches += _unfitted_matches(scanned_groups(), best_by_group, stems, scans)
     verdict = _verdict(winner, matches, zcrit, min_score)
@@ -1047,6 +1049,51 @@ def _fit(key, members, stems, scans, cache, lag: float, speed: float, focus, ban
         own = max(scans[m], key=lambda c: c.best)
         peaks.append(_Peak(None, None, float(z), own.best_lag, own.best))
     return Hypothesis(key, tuple(stems[m] for m in members), lag, tuple(peaks), dec, speed)
+
+
+#: Lags (s) searched either side of a take's best channel for its other channels' own: microphones a few
+#: metres apart hear one sound up to about 30 ms apart (a boom's acoustic delay behind a lav: 3-10 ms).
+MIC_SPREAD_S = 0.03
+#: Correlation of the dialogue stem's samples with a take channel's, each at its own match, above which
+#: the edit is taken to have used that channel there (the stem is a cut of it, at some gain).
+EDIT_CHANNEL_MIN = 0.5
+
+
+def _edit_channels(best_by_group: dict, cache: _ClipCache, zcrit: float) -> dict:
+    """Takes reported at the channel the dialogue edit used, where a dialogue stem holds the clip's sound
+    too. A take's channels hear a sound at lags apart by the microphones' acoustic delays; its strongest
+    correlation can be a channel the edit did not use (a boom hears an off-mic noise over less of the
+    dialogue than the lav the edit cut), so the noise would be placed a few ms off in the track the editor
+    opens. The dialogue stem decides: it is a cut of the used channel, so that channel's samples at its own
+    match are the stem's (at a gain). Takes without a significant dialogue match stay as they are."""
+    from dataclasses import replace
+
+    dx = [(h, j) for h in best_by_group.values() if h.group[:1] != ("take",)
+          for j, st in enumerate(h.stems) if st.role == "DX" and h.peaks[j].z >= zcrit]
+    if not dx:
+        return best_by_group
+    h_dx, j = max(dx, key=lambda t: t[0].decomposition.shares.get(t[1], 0.0))
+    dx_stem, dx_ch = h_dx.stems[j], h_dx.peaks[j].channel or 0
+    out = dict(best_by_group)
+    for key, h in best_by_group.items():
+        stem = h.stems[0]
+        if key[:1] != ("take",) or stem.channels < 2 or stem.samplerate != dx_stem.samplerate \
+                or abs(h.speed - h_dx.speed) > SPEED_TOLERANCE:
+            continue
+        n = cache.get(stem.samplerate, h.speed)[0].shape[0]
+        ref = read_segment(dx_stem.path, int(round(h_dx.lag)), n)[:, dx_ch].astype(np.float64)
+        spread = int(MIC_SPREAD_S * stem.samplerate)
+        peaks = curve_peaks(*cache.curve(stem.path, stem.samplerate, h.speed, int(round(h.lag)), spread))
+        best = None
+        for ch, (lag, val) in enumerate(peaks):
+            seg = read_segment(stem.path, int(round(lag)), n)[:, ch].astype(np.float64)
+            r = float(ref @ seg / (np.sqrt((ref @ ref) * (seg @ seg)) + 1e-30))
+            if best is None or r > best[0]:
+                best = (r, ch, lag, val)
+        r, ch, lag, val = best
+        if r >= EDIT_CHANNEL_MIN and ch != h.peaks[0].channel:
+            out[key] = replace(h, lag=lag, peaks=(replace(h.peaks[0], channel=ch, ncc=val),))
+    return out
 
 
 def _with_channels(h: Hypothesis, cache: _ClipCache) -> Hypothesis:
