@@ -133,7 +133,6 @@ def _two_mic_take(folder: Path, edit_channel: int) -> tuple[int, int]:
     after the lav and over less of the line, and a dialogue stem that cuts `edit_channel` of it into a
     24 s reel at 8 s. Returns (take sample where the noise lies in the edited track, its reel sample)."""
     from conftest import SR, sfx, speech
-
     from whichsound.bwf import write_bwf
 
     n = 12 * SR
