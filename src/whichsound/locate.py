@@ -441,7 +441,7 @@ def locate(
         # peak where the fit was made, against a full-rate scan of its own files.
         winner, zcrit = _full_rate_significance(winner, cache, near, n_lags, idx.rate)
         best_by_group[winner.group] = winner
-    best_by_group = _edit_channels(best_by_group, cache, zcrit)
+    best_by_group = _edit_channels(best_by_group, cache)
     winner = best_by_group[winner.group]
     matches = _matches(best_by_group, winner)
     matches += _unfitted_matches(scanned_groups(), best_by_group, stems, scans)
@@ -1059,17 +1059,19 @@ MIC_SPREAD_S = 0.03
 EDIT_CHANNEL_MIN = 0.5
 
 
-def _edit_channels(best_by_group: dict, cache: _ClipCache, zcrit: float) -> dict:
+def _edit_channels(best_by_group: dict, cache: _ClipCache) -> dict:
     """Takes reported at the channel the dialogue edit used, where a dialogue stem holds the clip's sound
     too. A take's channels hear a sound at lags apart by the microphones' acoustic delays; its strongest
     correlation can be a channel the edit did not use (a boom hears an off-mic noise over less of the
     dialogue than the lav the edit cut), so the noise would be placed a few ms off in the track the editor
     opens. The dialogue stem decides: it is a cut of the used channel, so that channel's samples at its own
-    match are the stem's (at a gain). Takes without a significant dialogue match stay as they are."""
+    match are the stem's (at a gain). The dialogue stem with the largest share is asked, significant or
+    not (a weak noise can stay under the test in the reel yet be plain in a take): its samples must
+    correlate with a channel's at EDIT_CHANNEL_MIN or more, else the takes stay as they are."""
     from dataclasses import replace
 
     dx = [(h, j) for h in best_by_group.values() if h.group[:1] != ("take",)
-          for j, st in enumerate(h.stems) if st.role == "DX" and h.peaks[j].z >= zcrit]
+          for j, st in enumerate(h.stems) if st.role == "DX"]
     if not dx:
         return best_by_group
     h_dx, j = max(dx, key=lambda t: t[0].decomposition.shares.get(t[1], 0.0))
