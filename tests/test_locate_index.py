@@ -364,11 +364,11 @@ def test_stored_reference_finds_the_places_an_octave_padded_one_found():
             clip -= clip.mean(axis=0)
             octave = 1 << (m - 1).bit_length()
             pad0 = octave // 2
-            old = [(k - pad0, v) for k, v in envelope_places(np.pad(feats, ((pad0, pad0), (0, 0))), clip, 3, 50)]
+            old = [(k - pad0, v) for k, v in envelope_places(np.pad(feats, ((pad0, pad0), (0, 0))), clip,
+                                                            loc.PRESEARCH_PLACES, 50)]
             pad = loc.REFERENCE_FRAMES // 2
             sp = envelope_spectrum(np.pad(feats, ((pad, pad), (0, 0))), loc.REFERENCE_FRAMES)
-            new = [(k - pad, v) for k, v in envelope_places(sp, clip, 3, 50, first=pad - pad0,
-                                                           last=sp.frames - pad + pad0 - m)]
+            new = loc._reference_places(sp, pad, octave, clip, 50)  # what the pre-search uses
             assert [k for k, _ in new] == [k for k, _ in old]
             # scores in [-1, 1] from float32 spectra of different lengths: equal to 1e-5
             np.testing.assert_allclose([v for _, v in new], [v for _, v in old], rtol=0, atol=1e-5)

@@ -697,10 +697,10 @@ def envelope_ncc(ref: np.ndarray | EnvelopeSpectrum, clip: np.ndarray, *,
     from scipy import fft
 
     m = len(clip)
-    sp = ref if isinstance(ref, EnvelopeSpectrum) else envelope_spectrum(ref, m)
-    frames = sp.frames
+    frames = ref.frames if isinstance(ref, EnvelopeSpectrum) else len(ref)
     if frames < m or m == 0:
         return np.zeros(0)
+    sp = ref if isinstance(ref, EnvelopeSpectrum) else envelope_spectrum(ref, m)
     if sp.n < frames + m:
         raise ValueError(f"envelope spectrum made for clips of up to {sp.n - frames} frames, not {m}")
     ce = float(np.sum(clip.astype(np.float64) ** 2))

@@ -691,7 +691,8 @@ class Index:
             used = {r[0] for r in con.execute("SELECT DISTINCT array_name FROM entries")}
             used |= {_env_path(Path(u)).name for u in used}
             now = time.time()
-            for p in self.arrays_dir.iterdir():
+            # Derived data is in no row: every file of it goes (but a temp file still being written).
+            for p in [*self.arrays_dir.iterdir(), *self.derived_dir.iterdir()]:
                 try:
                     st = p.stat()
                     if p.name.startswith(TMP_PREFIX):
@@ -705,9 +706,7 @@ class Index:
                 self._verified.pop(p.name, None)
                 files += 1
                 freed += st.st_size
-        derived = [p for p in self.derived_dir.glob("*") if not p.name.startswith(TMP_PREFIX)
-                   or time.time() - p.stat().st_mtime >= TMP_STALE_S]
-        for p in [*self.dir.glob(CATALOG + ".corrupt*"), *self.dir.glob(TMP_PREFIX + "*"), *derived]:
+        for p in [*self.dir.glob(CATALOG + ".corrupt*"), *self.dir.glob(TMP_PREFIX + "*")]:
             with contextlib.suppress(FileNotFoundError):
                 size = p.stat().st_size
                 p.unlink()

@@ -691,9 +691,7 @@ def _presearch(sel: list[Stem], cache: _ClipCache, index, near) -> tuple[dict, d
             pad, spectrum = _envelope_reference([entries[j] for j in members], index, octave)
         except CacheError:
             return None
-        places = [(k - pad, v) for k, v in
-                  envelope_places(spectrum, clipf, PRESEARCH_PLACES, exclusion, clip_spectra=clip_spectra,
-                                  first=pad - octave // 2, last=spectrum.frames - pad + octave // 2 - len(clipf))]
+        places = _reference_places(spectrum, pad, octave, clipf, exclusion, clip_spectra)
         return (places[0][1], key, members, places) if places else None
 
     short = cache.clip.duration_s <= PARALLEL_MAX_S
@@ -745,7 +743,7 @@ def _envelope_reference(entries: list, index, octave: int) -> tuple[int, Envelop
     long timeline's: max(`octave`, REFERENCE_FRAMES)): (pad, spectrum). A long timeline's is made once and
     kept in the index (Index.derived: a warm search loads it in milliseconds instead of remaking it in a
     few tenths of a second per hour); every one is kept per process (batch asks the same of every note)."""
-    stored = min(e.env_frames for e in entries) >= REFERENCE_MIN_FRAMES
+    stored = _reference_kept(min(e.env_frames for e in entries))
     longest = max(octave, REFERENCE_FRAMES) if stored else octave
     pad = longest // 2
     sums = tuple(e.env_checksum for e in entries)
@@ -771,6 +769,22 @@ def _envelope_reference(entries: list, index, octave: int) -> tuple[int, Envelop
     return got
 
 
+def _reference_places(spectrum: EnvelopeSpectrum, pad: int, octave: int, clipf: np.ndarray, exclusion: int,
+                      clip_spectra: dict | None = None) -> list[tuple[int, float]]:
+    """The PRESEARCH_PLACES best places (timeline frame, score) of clip features `clipf` in a reference
+    padded with `pad` frames (_envelope_reference): only where at most half the clip's `octave` lies off
+    either end, as a reference padded for that octave alone allows, however long the padding."""
+    first = pad - octave // 2
+    last = spectrum.frames - pad + octave // 2 - len(clipf)
+    return [(k - pad, v) for k, v in envelope_places(spectrum, clipf, PRESEARCH_PLACES, exclusion,
+                                                      clip_spectra=clip_spectra, first=first, last=last)]
+
+
+def _reference_kept(frames: int) -> bool:
+    """True when a timeline of `frames` envelope frames keeps its reference in the index (REFERENCE_MIN_FRAMES)."""
+    return frames >= REFERENCE_MIN_FRAMES
+
+
 def prepare_references(index, stems: list[Stem], entries: list) -> int:
     """Make and keep in `index` the envelope reference of every long timeline of `stems` (entries[i]:
     stems[i]'s index Entry, or None or an error when it has none; see REFERENCE_MIN_FRAMES), so the first
@@ -782,7 +796,7 @@ def prepare_references(index, stems: list[Stem], entries: list) -> int:
     done = 0
     for members in group_timelines(stems).values():
         got = [entries[m] for m in members]
-        if not all(getattr(e, "env_frames", 0) >= REFERENCE_MIN_FRAMES for e in got):
+        if not all(_reference_kept(getattr(e, "env_frames", 0)) for e in got):  # None or an error: none
             continue
         try:
             _envelope_reference(got, index, REFERENCE_FRAMES)
@@ -1086,9 +1100,11 @@ def _edit_channels(best_by_group: dict, cache: _ClipCache) -> dict:
         ref = read_segment(dx_stem.path, int(round(h_dx.lag)), n)[:, dx_ch].astype(np.float64)
         spread = int(MIC_SPREAD_S * stem.samplerate)
         peaks = curve_peaks(*cache.curve(stem.path, stem.samplerate, h.speed, int(round(h.lag)), spread))
+        starts = [int(round(lag)) for lag, _ in peaks]
+        take = read_segment(stem.path, min(starts), n + max(starts) - min(starts))  # every channel's window
         best = None
-        for ch, (lag, val) in enumerate(peaks):
-            seg = read_segment(stem.path, int(round(lag)), n)[:, ch].astype(np.float64)
+        for ch, ((lag, val), a) in enumerate(zip(peaks, starts, strict=True)):
+            seg = take[a - min(starts) : a - min(starts) + n, ch].astype(np.float64)
             r = float(ref @ seg / (np.sqrt((ref @ ref) * (seg @ seg)) + 1e-30))
             if best is None or r > best[0]:
                 best = (r, ch, lag, val)
