@@ -882,3 +882,16 @@ def test_reverb_tails_give_back_the_decay_after_a_sound_stops_and_leave_a_noise(
     assert moved[:, 500:505, 0].sum() <= truth[:, 500:505].sum() * 1.1 + 1e-9  # the noise stays residual
     # a residual of floor and noise alone holds no room
     assert _reverb_tails(parts, 0.01 + np.random.default_rng(0).random((2, F)) * 0.01, hop_s) is None
+
+
+def test_decayed_sums_the_past_at_the_decay_per_frame():
+    # The room's decay by FFT against the recursion y[t] = r (y[t-1] + x[t-1]); 1e-6 relative: the
+    # kernel stops at r^l = 1e-7 and the FFT rounds.
+    from whichsound.attribute import _decayed
+
+    x = np.random.default_rng(1).random((3, 400, 2))
+    for r in (0.5, 0.83, 0.97):
+        want = np.zeros_like(x)
+        for t in range(1, x.shape[1]):
+            want[:, t] = r * (want[:, t - 1] + x[:, t - 1])
+        np.testing.assert_allclose(_decayed(x, r), want, rtol=0, atol=1e-6 * want.max())
