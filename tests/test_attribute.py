@@ -895,3 +895,43 @@ def test_decayed_sums_the_past_at_the_decay_per_frame():
         for t in range(1, x.shape[1]):
             want[:, t] = r * (want[:, t - 1] + x[:, t - 1])
         np.testing.assert_allclose(_decayed(x, r), want, rtol=0, atol=1e-6 * want.max())
+
+
+def test_a_room_recording_of_a_surround_mix_keeps_the_balance_of_its_stereo_fold():
+    # A mono dialogue stem and a 5.1 effects stem (steps front left and right, a rumble on the LFE, city
+    # ambience in the surrounds), folded to the stereo mix (surrounds at -3 dB, no LFE) and heard through
+    # a phone in a room. The shares follow each stem's energy in that fold (counting every channel as it
+    # stands, LFE and all, would put the effects at 0.60 of the two instead of 0.40).
+    from scipy import signal
+
+    from conftest import lay_out
+    from whichsound.stems import stereo_fold
+
+    rng = np.random.default_rng(0)
+    n = 4 * SR
+    dx = _fit(speech("sense_and_sensibility_01_austen_64kb-0870"), n)
+    steps, _ = lay_out([sfx(f"flare__steps__step_leather{k}") for k in (1, 2, 3, 4)] * 3, 4.0, rng,
+                       gap_s=(0.15, 0.4))
+    amb = np.resize(load_sound("amb/btanks__city.flac", 4.0), n)
+    rumble = signal.sosfilt(signal.butter(4, 80, fs=SR, output="sos"), rng.standard_normal(n))
+    fx = np.zeros((n, 6), dtype=np.float32)
+    fx[:, 0], fx[:, 1] = steps, 0.8 * steps
+    fx[:, 3] = 3 * rumble / np.std(rumble) * np.std(steps)
+    fx[:, 4], fx[:, 5] = 0.7 * amb, 0.6 * np.roll(amb, 5000)
+    fold_dx, fold_fx = stereo_fold(1), stereo_fold(6)
+    fx *= np.float32(np.sqrt(0.67 * np.sum(dx.astype(np.float64) ** 2) / np.sum((fx @ fold_fx) ** 2)))
+    mix = dx[:, None] * fold_dx[0][None, :] + fx @ fold_fx
+    e_dx, e_fx = np.sum((dx[:, None] * fold_dx[0][None, :]) ** 2), np.sum((fx @ fold_fx) ** 2)
+    y = signal.sosfiltfilt(signal.butter(4, [300, 3400], btype="bandpass", fs=SR, output="sos"), mix.mean(axis=1))
+    t = np.arange(int(0.6 * SR)) / SR
+    tail = rng.standard_normal(len(t)) * 10 ** (-3 * t / 0.35)
+    tail[: int(0.002 * SR)] = 0.0
+    ir = tail * np.sqrt(10 ** (-4 / 10) / np.sum(tail**2))
+    ir[0] = 1.0
+    y = signal.fftconvolve(y, ir)[:n]
+    hiss = signal.lfilter([1.0], [1.0, -0.9], rng.standard_normal(n))
+    y = y + hiss * np.sqrt(np.mean(y**2) / np.mean(hiss**2)) * 10 ** (-15 / 20)
+    dec = decompose(y.astype(np.float32)[:, None], [dx[:, None], fx], SR, folds=[fold_dx, fold_fx])
+    sh = dec.shares
+    # 0.02 as for the stereo room recordings
+    assert sh[1] / (sh[0] + sh[1]) == pytest.approx(e_fx / (e_dx + e_fx), abs=0.02)

@@ -457,7 +457,7 @@ def decompose(
             if present is not None and present.any():
                 own = np.zeros((F, n_src))
                 for f0, f1, _, Ab in blocks():
-                    own[f0:f1] = _own_energies(Ab, bmask, bin_weight, bounds)
+                    own[f0:f1] = _own_energies(Ab, folds, bmask, bin_weight, edges, bounds)
                 if mix_e is not None:  # the split below is already the mix's balance
                     comp_e, total_e = _unfolded(comp_e, total_e, mix_e)
                     mix_e = None
@@ -487,7 +487,7 @@ def decompose(
             if balanced is not None:  # measured as the clip's parts are
                 present, scale = balanced
                 for e, A in zip((before, after), spans, strict=True):
-                    e[:, present] = _own_energies(A, bmask, bin_weight, bounds)[:, present] * scale
+                    e[:, present] = _own_energies(A, folds, bmask, bin_weight, edges, bounds)[:, present] * scale
             return before, after
     if mix_e is not None:
         comp_e, total_e = _unfolded(comp_e, total_e, mix_e)
@@ -543,14 +543,19 @@ def _present(fits: list, normal: list, as_clip: list[np.ndarray], bounds: np.nda
     return ratio >= PRESENT_TRANSFER * float(own.sum() / held.sum())
 
 
-def _own_energies(A: np.ndarray, bmask: np.ndarray, bin_weight: np.ndarray, bounds: np.ndarray) -> np.ndarray:
-    """Per frame and stem (frames, stems), the stems' own energy in the mix: every channel of the
-    band-major STFT `A` (bins, frames, K), over the bins `bmask` counts, Parseval-weighted."""
-    sel = A if bmask.all() else A[bmask]
-    w = bin_weight if bmask.all() else bin_weight[bmask]
-    v = sel.view(np.float32).reshape(sel.shape[0], sel.shape[1], sel.shape[2], 2)
-    per_channel = np.einsum("bfkz,bfkz,b->fk", v, v, w.astype(np.float32), dtype=np.float64)
-    return np.add.reduceat(per_channel, bounds[:-1], axis=1)
+def _own_energies(A: np.ndarray, folds: list[np.ndarray], bmask: np.ndarray, bin_weight: np.ndarray,
+                  edges: list[tuple[int, int]], bounds: np.ndarray) -> np.ndarray:
+    """Per frame and stem (frames, stems), the stems' own energy in a two-channel fold of the mix (`folds`,
+    see stems.stereo_fold: a surround stem's centre and surrounds at -3 dB, no LFE, as the shares of a
+    mix are measured) over the bins `bmask` counts, from the band-major STFT `A` (bins, frames, K)."""
+    m = [np.asarray(d, dtype=np.complex64) for d in folds]
+    out = np.zeros((A.shape[1], len(m)))
+    for lo, hi in edges:  # a band at a time: bounded temporaries
+        keep = bmask[lo:hi]
+        if keep.any():
+            a_b = (A[lo:hi] if keep.all() else A[lo:hi][keep]).reshape(-1, A.shape[2])
+            out += _folded_energies(a_b, m, bin_weight[lo:hi][keep], A.shape[1], bounds)
+    return out
 
 
 def _reverb_tails(parts: np.ndarray, resid: np.ndarray, hop_s: float) -> np.ndarray | None:
