@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import SR, load_sound, rms_db, sfx, speech, write_wav
+from conftest import SR, load_sound, phone_in_a_room, rms_db, sfx, speech, write_wav
 from whichsound.attribute import (
     EVENT_CONTEXT_S,
     RegressorReader,
@@ -777,23 +777,6 @@ def test_a_sound_of_a_stem_heard_alone_is_found_in_its_stem_not_in_no_stem(tmp_p
     assert locate(clip, [str(folder)]).verdict.match is None
 
 
-def _through_a_phone_in_a_room(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Mono `y` as a phone held up in a room hears it: 300-3400 Hz, a reverberant tail (RT60 0.35 s,
-    the direct sound 4 dB over it), a pink-ish hiss 15 dB under; the same length, float64."""
-    from scipy import signal
-
-    n = len(y)
-    y = signal.sosfiltfilt(signal.butter(4, [300, 3400], btype="bandpass", fs=SR, output="sos"), y)
-    t = np.arange(int(0.6 * SR)) / SR
-    tail = rng.standard_normal(len(t)) * 10 ** (-3 * t / 0.35)
-    tail[: int(0.002 * SR)] = 0.0
-    ir = tail * np.sqrt(10 ** (-4 / 10) / np.sum(tail**2))
-    ir[0] = 1.0
-    y = signal.fftconvolve(y, ir)[:n]
-    hiss = signal.lfilter([1.0], [1.0, -0.9], rng.standard_normal(n))
-    return y + hiss * np.sqrt(np.mean(y**2) / np.mean(hiss**2)) * 10 ** (-15 / 20)
-
-
 def _room_recording(seed: int, fx_ratio: float = 0.5, *, room: bool = True):
     """A voice and leather footsteps (the steps `fx_ratio` of the voice's energy in the mix), heard through
     a phone held in a room: 300-3400 Hz, a reverberant tail (RT60 0.35 s, direct 4 dB over it), a
@@ -810,7 +793,7 @@ def _room_recording(seed: int, fx_ratio: float = 0.5, *, room: bool = True):
     fx *= np.float32(np.sqrt(fx_ratio * np.sum(dx.astype(np.float64) ** 2) / np.sum(fx.astype(np.float64) ** 2)))
     y = dx.astype(np.float64) + fx
     if room:
-        y = _through_a_phone_in_a_room(y, rng)
+        y = phone_in_a_room(y, rng)
     return y.astype(np.float32)[:, None], [dx[:, None], fx[:, None]], fx_ratio / (1 + fx_ratio)
 
 
@@ -826,6 +809,7 @@ def test_a_room_recording_keeps_the_mixs_balance_between_a_voice_and_footsteps(s
     sh = dec.shares
     assert sh[1] / (sh[0] + sh[1]) == pytest.approx(truth, abs=0.02)  # 0.02: STFT edges, the hiss's fit
     assert dec.residual_floor() >= attribute.DEGRADED_FLOOR
+    assert dec.degraded is not None and dec.degraded["balanced"]
 
 
 def test_the_complex_fit_alone_misjudges_the_room_recordings():
@@ -856,6 +840,7 @@ def test_an_excerpt_of_the_mix_is_not_taken_for_a_degraded_clip(monkeypatch):
     monkeypatch.setattr(attribute, "MIX_BALANCE", False)
     monkeypatch.setattr(attribute, "REVERB_TAILS", False)
     off = decompose(clip, stems, SR)
+    assert dec.degraded is None
     np.testing.assert_array_equal(dec.component, off.component)
     np.testing.assert_array_equal(dec.residual_e, off.residual_e)
     assert dec.shares[1] / (dec.shares[0] + dec.shares[1]) == pytest.approx(truth, abs=0.01)
@@ -881,8 +866,10 @@ def test_reverb_tails_give_back_the_decay_after_a_sound_stops_and_leave_a_noise(
     level = 0.1
     resid = level * decay + 0.01
     resid[:, 500:505] += 5.0  # the noise
-    moved = _reverb_tails(parts, resid, hop_s)
-    assert moved is not None
+    got = _reverb_tails(parts, resid, hop_s)
+    assert got is not None
+    moved, rt60 = got
+    assert rt60 == 0.3  # on the grid of REVERB_RT60_S
     assert moved[:, :, 1].sum() == pytest.approx(0.0, abs=1e-9)  # the steady sound leaves no decay
     truth = level * decay
     # 0.1: the RT60 is picked from a grid (0.3 s is on it) and the level from a robust fit
@@ -930,7 +917,7 @@ def test_a_room_recording_of_a_surround_mix_keeps_the_balance_of_its_stereo_fold
     fx *= np.float32(np.sqrt(0.67 * np.sum(dx.astype(np.float64) ** 2) / np.sum((fx @ fold_fx) ** 2)))
     mix = dx[:, None] * fold_dx[0][None, :] + fx @ fold_fx
     e_dx, e_fx = np.sum((dx[:, None] * fold_dx[0][None, :]) ** 2), np.sum((fx @ fold_fx) ** 2)
-    y = _through_a_phone_in_a_room(mix.mean(axis=1), rng)
+    y = phone_in_a_room(mix.mean(axis=1), rng)
     dec = decompose(y.astype(np.float32)[:, None], [dx[:, None], fx], SR, folds=[fold_dx, fold_fx])
     sh = dec.shares
     # 0.02 as for the stereo room recordings

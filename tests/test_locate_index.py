@@ -422,3 +422,23 @@ def test_a_take_explaining_the_clip_sends_timelines_the_presearch_missed_to_a_fu
     assert not loc._timelines_missed([hyp(reel, 0.86), hyp(take, 0.84)])  # the reel holds it: found
     assert not loc._timelines_missed([hyp(reel, 0.05), hyp(take, 0.3)])  # nothing explains: other rule
     assert not loc._timelines_missed([hyp(take, 0.9)])  # takes only: no timeline to search
+
+
+def test_a_phone_recording_of_the_mix_says_it_was_measured_as_degraded(tmp_path):
+    # Four seconds of the fixture's printmaster through a phone held up in a room: the verdict's evidence
+    # says the clip was degraded and its stems shared out at the mix's balance; the same excerpt as it is
+    # carries no such key (the JSON of a clean clip is unchanged).
+    from conftest import SR, phone_in_a_room, write_wav
+
+    mix, sr = sf.read(str(SCENE / "printmaster.wav"), dtype="float32", always_2d=True)
+    assert sr == SR
+    part = mix[4 * SR : 8 * SR]
+    clean = write_wav(tmp_path / "excerpt.wav", part)
+    phone = write_wav(tmp_path / "phone.wav", phone_in_a_room(part.mean(axis=1), np.random.default_rng(3))
+                      .astype(np.float32))
+    res = locate(phone, [str(SCENE / "stems")], index=None)
+    assert res.verdict.match is not None
+    assert res.verdict.match.offset_s == pytest.approx(4.0, abs=0.002)  # the room's direct sound leads
+    got = res.verdict.evidence["degraded"]
+    assert got["balanced"] is True and (got["room_rt60_s"] is None or 0.1 <= got["room_rt60_s"] <= 1.0)
+    assert "degraded" not in locate(clean, [str(SCENE / "stems")], index=None).verdict.evidence

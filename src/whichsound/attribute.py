@@ -79,6 +79,10 @@ class Decomposition:
     #: stems read beyond its ends at the same gains, or a function giving them when first asked (None: not
     #: readable): whether a sound goes on past the cut. See beyond().
     context: tuple[np.ndarray, np.ndarray] | Callable[[], tuple[np.ndarray, np.ndarray]] | None = None
+    #: How a degraded clip (DEGRADED_FLOOR) was measured, None for one that is not: {"balanced": the
+    #: stems present shared out at the mix's balance, "room_rt60_s": the room's reverberation time (s)
+    #: whose tails went back to the stems, or None}.
+    degraded: dict | None = None
 
     def beyond(self) -> tuple[np.ndarray, np.ndarray] | None:
         """`context`, read on first use: most clips never need it (event_focus's edge test settles them)."""
@@ -447,11 +451,14 @@ def decompose(
                     total_e[f0:f1] += heard
                     heard_total[f0:f1] += heard
     balanced = None
+    degraded = None
     if _degraded(resid_e, total_e):
         # A room, a phone's codec: the fit's gains describe how each stem survived the path, not its level
         # in the mix. The stems' tails go back to them, and those present share what the fit explains
         # as their own energies in the mix do.
-        moved = _reverb_tails(band_parts, band_resid, hop / samplerate) if REVERB_TAILS else None
+        room = _reverb_tails(band_parts, band_resid, hop / samplerate) if REVERB_TAILS else None
+        moved = None if room is None else room[0]
+        degraded = {"balanced": False, "room_rt60_s": None if room is None else room[1]}
         if MIX_BALANCE and n_src > 1:  # one stem (a production take) has no balance to keep
             present = _present(fits, normal, as_clip, bounds) if as_clip is not None else None
             if present is not None and present.any():
@@ -466,6 +473,7 @@ def decompose(
                     scale = held / float(own[:, present].sum())
                     comp_e[:, present] = own[:, present] * scale
                     balanced = (present, scale)
+                    degraded["balanced"] = True
         if moved is not None:
             got = moved.sum(axis=0)
             comp_e += got
@@ -493,7 +501,7 @@ def decompose(
         comp_e, total_e = _unfolded(comp_e, total_e, mix_e)
     # The residual is only ever counted where the clip was heard; the total also counts the lost bands.
     return Decomposition(t_frames, comp_e, resid_e, total_e, np.ones(F), heard=(resid_e, heard_total),
-                         context=context)
+                         context=context, degraded=degraded)
 
 
 #: A clip whose floor of unexplained energy (Decomposition.residual_floor: the 25th percentile of the
@@ -558,9 +566,9 @@ def _own_energies(A: np.ndarray, folds: list[np.ndarray], bmask: np.ndarray, bin
     return out
 
 
-def _reverb_tails(parts: np.ndarray, resid: np.ndarray, hop_s: float) -> np.ndarray | None:
-    """The residual energy that is the stems' own reverberant tails, (bands, frames, stems), or None when
-    the clip shows no room. `parts` (bands, frames, stems) and `resid` (bands, frames): each stem's
+def _reverb_tails(parts: np.ndarray, resid: np.ndarray, hop_s: float) -> tuple[np.ndarray, float] | None:
+    """The residual energy that is the stems' own reverberant tails, (bands, frames, stems), and the
+    room's reverberation time (s); None when the clip shows no room. `parts` (bands, frames, stems) and `resid` (bands, frames): each stem's
     fitted energy and the residual's, per band, where the clip was heard; `hop_s`: the frame step (s).
 
     A clip recorded in a room (a phone held up to the monitors) holds each stem's sound followed by its
@@ -587,12 +595,12 @@ def _reverb_tails(parts: np.ndarray, resid: np.ndarray, hop_s: float) -> np.ndar
         level, floors = _lad_level(total, resid, REVERB_MAX_RATIO * (1.0 - r) / r)
         err = float(np.abs(resid - level * total - floors[:, None]).sum())
         if best is None or err < best[0]:
-            best = (err, tails, total, level)
-    err, tails, total, level = best
+            best = (err, tails, total, level, rt)
+    err, tails, total, level, rt = best
     if err > (1.0 - REVERB_MIN_GAIN) * base or level <= 0:
         return None
     take = np.minimum(resid, level * total)
-    return tails * (take / np.maximum(total, 1e-300))[:, :, None]
+    return tails * (take / np.maximum(total, 1e-300))[:, :, None], rt
 
 
 def _decayed(x: np.ndarray, r: float) -> np.ndarray:

@@ -1286,6 +1286,8 @@ def _verdict(winner: Hypothesis, matches: list[Match], zcrit: float, min_score: 
     }
     if z_fit is not None:
         evidence["z_fit"] = round(z_fit, 2)
+    if dec.degraded is not None:
+        evidence["degraded"] = dec.degraded
     shares_txt = ", ".join(f"{m.stem.role} {m.share:.2f}" for m in ranked[:3])
     part = None
     if aligned and in_no_stem and contained is not None:
