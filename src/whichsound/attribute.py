@@ -80,8 +80,9 @@ class Decomposition:
     #: readable): whether a sound goes on past the cut. See beyond().
     context: tuple[np.ndarray, np.ndarray] | Callable[[], tuple[np.ndarray, np.ndarray]] | None = None
     #: How a degraded clip (DEGRADED_FLOOR) was measured, None for one that is not: {"balanced": the
-    #: stems present shared out at the mix's balance, "room_rt60_s": the room's reverberation time (s)
-    #: whose tails went back to the stems, or None}.
+    #: stems present shared out at the mix's balance, "tails_decay_s": the 60-dB decay time (s) of the
+    #: tails model whose decays went back to the stems, or None (_reverb_tails: the model's best fit, a
+    #: rough guide to the room and not a measurement of it)}.
     degraded: dict | None = None
 
     def beyond(self) -> tuple[np.ndarray, np.ndarray] | None:
@@ -111,10 +112,7 @@ class Decomposition:
         """The clip's own floor of unexplained energy: a low percentile of the per-frame residual share over
         the frames within `range_db` dB of the loudest. About 0 for an excerpt of the mix, high for a phone
         recording (its hiss and the room), in between for a lossy copy; a noise event rises above it."""
-        if len(self.total) == 0 or self.total.max() <= 0:
-            return 0.0
-        loud = self.total >= self.total.max() * 10 ** (-range_db / 10)
-        return float(np.percentile(self.residual_e[loud] / self.total[loud], percentile))
+        return _residual_floor(self.residual_e, self.total, percentile, range_db)
 
     @property
     def explained(self) -> float:
@@ -304,7 +302,7 @@ def decompose(
         A = _band_major_stft(regs - reg_mean, nfft, hop)  # (B, F, K)
         del regs
 
-        def blocks():
+        def blocks(clip: bool = True):
             yield 0, F, X, A
     else:
         clip_span = _span_reader(lambda s, c: x[s : s + c], n, cc, x.mean(axis=0, dtype=np.float64)
@@ -315,10 +313,11 @@ def decompose(
         reg_mean = (total / n).astype(np.float32)
         reg_span = _span_reader(lambda s, c: np.concatenate(read_regs(s, c), axis=1), n, K, reg_mean)
 
-        def blocks():
+        def blocks(clip: bool = True):  # clip=False: the stems' frames only (the clip's come back None)
             for f0 in range(0, F, step):
                 f1 = min(F, f0 + step)
-                yield f0, f1, _stft_frames(clip_span, f0, f1, nfft, hop), _stft_frames(reg_span, f0, f1, nfft, hop)
+                yield (f0, f1, _stft_frames(clip_span, f0, f1, nfft, hop) if clip else None,
+                       _stft_frames(reg_span, f0, f1, nfft, hop))
 
     bounds = np.cumsum((0,) + chans)
     edges = band_edges(nb)
@@ -389,7 +388,7 @@ def decompose(
         gains.append(fits[src][2].astype(np.complex64))
         if transfers is not None:
             gram = normal[src][0]
-            own_gains = [fits[src][2][a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+            own_gains = _per_stem(fits[src][2], bounds)
             transfers.append(_ratio(_block_energies(gram, own_gains, bounds),
                                     _block_energies(gram, as_clip, bounds), _trace_floor(gram, bounds), 0.0))
     # Energies as Parseval counts them: each one-sided bin stands for two of the full spectrum, but DC
@@ -452,18 +451,17 @@ def decompose(
                     heard_total[f0:f1] += heard
     balanced = None
     degraded = None
-    if _degraded(resid_e, total_e):
+    if _residual_floor(resid_e, total_e) >= DEGRADED_FLOOR:
         # A room, a phone's codec: the fit's gains describe how each stem survived the path, not its level
         # in the mix. The stems' tails go back to them, and those present share what the fit explains
         # as their own energies in the mix do.
         room = _reverb_tails(band_parts, band_resid, hop / samplerate) if REVERB_TAILS else None
         moved = None if room is None else room[0]
-        degraded = {"balanced": False, "room_rt60_s": None if room is None else room[1]}
         if MIX_BALANCE and n_src > 1:  # one stem (a production take) has no balance to keep
             present = _present(fits, normal, as_clip, bounds) if as_clip is not None else None
             if present is not None and present.any():
                 own = np.zeros((F, n_src))
-                for f0, f1, _, Ab in blocks():
+                for f0, f1, _, Ab in blocks(clip=False):
                     own[f0:f1] = _own_energies(Ab, folds, bmask, bin_weight, edges, bounds)
                 if mix_e is not None:  # the split below is already the mix's balance
                     comp_e, total_e = _unfolded(comp_e, total_e, mix_e)
@@ -473,7 +471,7 @@ def decompose(
                     scale = held / float(own[:, present].sum())
                     comp_e[:, present] = own[:, present] * scale
                     balanced = (present, scale)
-                    degraded["balanced"] = True
+        degraded = {"balanced": balanced is not None, "tails_decay_s": None if room is None else room[1]}
         if moved is not None:
             got = moved.sum(axis=0)
             comp_e += got
@@ -526,12 +524,19 @@ REVERB_MIN_GAIN = 0.2
 REVERB_MAX_RATIO = 1.0
 
 
-def _degraded(resid_e: np.ndarray, total_e: np.ndarray) -> bool:
-    """True when the clip's floor of unexplained energy reaches DEGRADED_FLOOR (see residual_floor)."""
+def _residual_floor(resid_e: np.ndarray, total_e: np.ndarray, percentile: float = 25.0,
+                    range_db: float = 30.0) -> float:
+    """A low percentile of the per-frame residual share over the frames within `range_db` dB of the
+    loudest (Decomposition.residual_floor); 0 for a silent clip."""
     if len(total_e) == 0 or total_e.max() <= 0:
-        return False
-    loud = total_e >= total_e.max() * 10 ** (-30 / 10)
-    return float(np.percentile(resid_e[loud] / total_e[loud], 25)) >= DEGRADED_FLOOR
+        return 0.0
+    loud = total_e >= total_e.max() * 10 ** (-range_db / 10)
+    return float(np.percentile(resid_e[loud] / total_e[loud], percentile))
+
+
+def _per_stem(g: np.ndarray, bounds: np.ndarray) -> list[np.ndarray]:
+    """A band's gains (K, c) split into each stem's rows (k_i, c)."""
+    return [g[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def _present(fits: list, normal: list, as_clip: list[np.ndarray], bounds: np.ndarray) -> np.ndarray:
@@ -543,7 +548,7 @@ def _present(fits: list, normal: list, as_clip: list[np.ndarray], bounds: np.nda
         if g is None or eq is None:
             continue
         gram = eq[0]
-        own += _block_energies(gram, [g[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)], bounds)
+        own += _block_energies(gram, _per_stem(g, bounds), bounds)
         held += _block_energies(gram, as_clip, bounds)
     if held.sum() <= 0:
         return np.zeros(len(own), dtype=bool)
@@ -568,8 +573,9 @@ def _own_energies(A: np.ndarray, folds: list[np.ndarray], bmask: np.ndarray, bin
 
 def _reverb_tails(parts: np.ndarray, resid: np.ndarray, hop_s: float) -> tuple[np.ndarray, float] | None:
     """The residual energy that is the stems' own reverberant tails, (bands, frames, stems), and the
-    room's reverberation time (s); None when the clip shows no room. `parts` (bands, frames, stems) and `resid` (bands, frames): each stem's
-    fitted energy and the residual's, per band, where the clip was heard; `hop_s`: the frame step (s).
+    decay time (s, 60 dB) of the model that fitted it best; None when the clip shows no room. `parts`
+    (bands, frames, stems) and `resid` (bands, frames): each stem's fitted energy and the residual's, per
+    band, where the clip was heard; `hop_s`: the frame step (s).
 
     A clip recorded in a room (a phone held up to the monitors) holds each stem's sound followed by its
     decay. One complex gain per band takes in the decay of a steady sound (a held vowel, a drone), not

@@ -1091,13 +1091,16 @@ def _edit_channels(best_by_group: dict, cache: _ClipCache) -> dict:
     h_dx, j = max(dx, key=lambda t: t[0].decomposition.shares.get(t[1], 0.0))
     dx_stem, dx_ch = h_dx.stems[j], h_dx.peaks[j].channel or 0
     out = dict(best_by_group)
+    refs: dict[int, np.ndarray] = {}  # the dialogue stem under the clip, per clip length: read once
     for key, h in best_by_group.items():
         stem = h.stems[0]
         if key[:1] != ("take",) or stem.channels < 2 or stem.samplerate != dx_stem.samplerate \
                 or abs(h.speed - h_dx.speed) > SPEED_TOLERANCE:
             continue
         n = cache.get(stem.samplerate, h.speed)[0].shape[0]
-        ref = read_segment(dx_stem.path, int(round(h_dx.lag)), n)[:, dx_ch].astype(np.float64)
+        if n not in refs:
+            refs[n] = read_segment(dx_stem.path, int(round(h_dx.lag)), n)[:, dx_ch].astype(np.float64)
+        ref = refs[n]
         spread = int(MIC_SPREAD_S * stem.samplerate)
         peaks = curve_peaks(*cache.curve(stem.path, stem.samplerate, h.speed, int(round(h.lag)), spread))
         starts = [int(round(lag)) for lag, _ in peaks]
