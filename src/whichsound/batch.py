@@ -47,6 +47,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from whichsound.errors import NotesError, TimecodeError, WhichsoundError
+from whichsound.threads import one_blas_thread
 
 __all__ = [
     "DEFAULT_NOTE_S",
@@ -665,6 +666,7 @@ class _RowProblem(Exception):
     pass
 
 
+@one_blas_thread
 def run_batch(
     notes_path: str | Path,
     roots: list[str],

@@ -56,6 +56,7 @@ from whichsound.attribute import (
 from whichsound.audio import Clip, read_clip, read_segment, to_mono
 from whichsound.errors import ClipError, InputError, WhichsoundError
 from whichsound.stems import ROLE_NAMES, Discovery, Stem, discover, group_timelines, share_clocks
+from whichsound.threads import one_blas_thread
 
 __all__ = ["DEFAULT_FOCUS_S", "Hypothesis", "LocateResult", "locate", "open_index", "prepare_index"]
 
@@ -239,6 +240,7 @@ class _ClipCache:
         return self._cache[key]
 
 
+@one_blas_thread
 def locate(
     clip_path: str | Path,
     roots: list[str],
