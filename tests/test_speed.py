@@ -98,3 +98,18 @@ def test_speed_search_on_envelopes_finds_an_arbitrary_speed_and_position():
     assert found == pytest.approx(speed, abs=1e-3)
     assert where_s == pytest.approx(7.3, abs=0.0101)
     assert score > 0.5
+
+
+def test_a_noise_in_no_stem_still_says_the_copys_speed(tmp_path):
+    # The sneeze was added after the stems; the copy runs 0.1 % slow (a pulled-down review copy). The
+    # verdict is "in no stem", and the copy's speed against the stems is still reported: it tells where
+    # the copy came from.
+    x, sr = sf.read(str(SCENE / "clips" / "none_sneeze.wav"), dtype="float32", always_2d=True)
+    path = tmp_path / "sneeze_pulldown.wav"
+    sf.write(str(path), resample(x, sr, sr / (1000 / 1001)), sr, subtype="PCM_24")
+    v = locate(path, [str(SCENE / "stems")]).verdict
+    assert v.match is None
+    assert v.evidence["speed"] == pytest.approx(1000 / 1001, rel=2e-4)  # the 0.02 %
+    assert "runs 0.1 % slow" in v.text
+    plain = locate(SCENE / "clips" / "none_sneeze.wav", [str(SCENE / "stems")]).verdict
+    assert plain.match is None and "speed" not in plain.evidence and "runs" not in plain.text

@@ -1307,6 +1307,10 @@ def _verdict(winner: Hypothesis, matches: list[Match], zcrit: float, min_score: 
         )
         conf = confidence_of(evidence, found=False) if aligned else 0.9
         text = f"In no stem: {why}. It was added after the stems (print, review copy or room)."
+        if aligned and winner.speed != 1.0:
+            # The copy's own speed against the stems is a finding about the print or review copy.
+            evidence["speed"] = winner.speed
+            text += f" The clip runs {describe_speed(winner.speed)}."
         return Verdict(None, "none", conf, dec.residual, text, evidence=evidence)
     conf = confidence_of(evidence, found=True)
     if part is not None:
