@@ -20,6 +20,7 @@ from whichsound.align import (
     DEFAULT_HOP,
     ENV_FRAME_S,
     ENV_RATE,
+    STANDARD_SPEEDS,
     ChannelScan,
     EnvelopeSpectrum,
     Template,
@@ -260,6 +261,7 @@ def locate(
     presearch: bool = True,
     cut_around: bool = True,
     second_look: bool = False,
+    _speed_searched_groups: frozenset = frozenset(),
 ) -> LocateResult:
     """Find which stem under `roots` holds the clip's sound, where, at what speed, and how sure that is.
 
@@ -278,6 +280,8 @@ def locate(
     clip's envelope features match best (the index keeps the stems'), then everywhere if that finds
     nothing significant or explains under RESCAN_BELOW of the clip.
     Timelines whose coarse peak is not significant are not fitted (unless none is).
+    `_speed_searched_groups`: timelines whose continuous speed search already ran and found no speed at all
+    (a search everywhere after the pre-search does not run it again for them).
     `cut_around`: the clip was cut with air around the noise, so without `at` the noise is the sound that
     starts and ends inside it (attribute.event_focus) when one does; False when the clip less its handles is
     the noise's window itself (batch: a note's window cut from the mix with known handles).
@@ -378,7 +382,8 @@ def locate(
         """This search again, with `changes` to its arguments."""
         args = dict(at=at, band=band, focus_s=focus_s, min_score=min_score, stream=stream, discovery=discovery,
                     clip=clip, near=near, rescan_speeds=rescan_speeds, index=index, speed_known=speed_known,
-                    build_jobs=build_jobs, presearch=presearch, cut_around=cut_around, second_look=second_look)
+                    build_jobs=build_jobs, presearch=presearch, cut_around=cut_around, second_look=second_look,
+                    _speed_searched_groups=_speed_searched_groups)
         return locate(clip_path, roots, **{**args, **changes})
 
     def everywhere() -> LocateResult:
@@ -395,16 +400,20 @@ def locate(
         if speed != 1.0:
             if max(h.decomposition.explained for h in hyps) >= RESCAN_BELOW:
                 break
-            if info["presearch"] == "used":
-                return everywhere()
             if speed == rescan_speeds[0] and not speed_known:
-                # Before the standard ratios: a continuous search over +-5 % on envelope features.
+                # Before the standard ratios, and before searching everywhere at speed 1 when the
+                # pre-search's places explained little (a sped-up clip explains little anywhere at speed 1):
+                # a continuous search over +-5 % on envelope features.
                 zc = _z_critical(n_lags)
-                hyps.extend(h for h in _speed_searched(scanned_groups(), stems, cache,
-                                                       idx or open_index(index, []), focus, band, scans)
-                            if max(p.z for p in h.peaks) >= zc)
+                todo = {k: v for k, v in scanned_groups().items() if k not in _speed_searched_groups}
+                found = _speed_searched(todo, stems, cache, idx or open_index(index, []), focus, band, scans)
+                hyps.extend(h for h in found if max(p.z for p in h.peaks) >= zc)
                 if max(h.decomposition.explained for h in hyps) >= RESCAN_BELOW:
                     break
+                # Timelines where it found nothing at all need no second search (everywhere() below).
+                _speed_searched_groups |= frozenset(todo) - {h.group for h in found}
+            if info["presearch"] == "used":
+                return everywhere()
             scan(list(scans), speed, idx)
             fitted = set()
         n_before = n_lags
@@ -897,6 +906,13 @@ def _takes_settled(hyps: list[Hypothesis]) -> bool:
 _FEATURES: dict[tuple, np.ndarray] = {}
 #: Speed-search results closer than this to 1 are left to the speed-1 search and refine_speed.
 SEARCH_MIN_CHANGE = 5e-4
+#: Speed changes up to this (a pull-down, a drift) are measured where the clip aligns at speed 1.
+SMALL_SPEED_CHANGE = 0.01
+#: A refined speed-search result within this fraction of a standard speed change (STANDARD_SPEEDS) also
+#: has that speed tried: a 0.6 s PAL clip's envelopes and drift gave 1.0442 for 25/24 = 1.0417.
+SNAP_SPEED = 5e-3
+#: Samples (at the stems' rate) searched either side of the refined lag for a standard speed's own.
+SNAP_RADIUS = 256
 
 
 def _timeline_features(index, members: list[int], stems: list[Stem]) -> np.ndarray:
@@ -936,12 +952,19 @@ def _speed_searched(groups, stems, cache, index, focus, band, scans) -> list[Hyp
             continue
         if abs(sp2 - 1.0) < SPEED_TOLERANCE:
             sp2 = 1.0
-        # Significance at the found speed: the coarse scans of the timeline with the clip at that speed.
-        got, failed = _scan_all([stems[m] for m in members], cache, sp2, None, index)
-        if failed:
-            continue
-        sp_scans = {m: got[j] for j, m in enumerate(members)}
-        out.append(_fit(key, members, stems, sp_scans, cache, lag2, sp2, focus, band))
+        trials = [(sp2, lag2)]
+        # A short clip's envelopes and drift pin its speed to a few tenths of a percent; the speed changes
+        # met in post (STANDARD_SPEEDS) that near it are tried too, their lag refined at full rate.
+        for ratio, _ in STANDARD_SPEEDS:
+            if abs(ratio / sp2 - 1.0) <= SNAP_SPEED and abs(ratio - sp2) > SPEED_TOLERANCE:
+                trials.append((ratio, _refine_group(members, stems, cache, ratio, int(round(lag2)), SNAP_RADIUS)[0]))
+        for speed, lag in trials:
+            # Significance at that speed: the coarse scans of the timeline with the clip at that speed.
+            got, failed = _scan_all([stems[m] for m in members], cache, speed, None, index)
+            if failed:
+                continue
+            sp_scans = {m: got[j] for j, m in enumerate(members)}
+            out.append(_fit(key, members, stems, sp_scans, cache, lag, speed, focus, band))
     return out
 
 
@@ -1307,8 +1330,12 @@ def _verdict(winner: Hypothesis, matches: list[Match], zcrit: float, min_score: 
         )
         conf = confidence_of(evidence, found=False) if aligned else 0.9
         text = f"In no stem: {why}. It was added after the stems (print, review copy or room)."
-        if aligned and winner.speed != 1.0:
-            # The copy's own speed against the stems is a finding about the print or review copy.
+        change = abs(winner.speed - 1.0)
+        if aligned and change >= SEARCH_MIN_CHANGE and (change <= SMALL_SPEED_CHANGE or dec.explained >= RESCAN_BELOW):
+            # The copy's own speed against the stems is a finding about the print or review copy: a small
+            # change measured where the clip aligned at speed 1 (a pull-down, a drift), or any speed at
+            # which the stems explain enough to settle it; a rescanned speed that explains a few percent
+            # of a phone copy is no finding.
             evidence["speed"] = winner.speed
             text += f" The clip runs {describe_speed(winner.speed)}."
         return Verdict(None, "none", conf, dec.residual, text, evidence=evidence)
