@@ -126,3 +126,34 @@ def test_a_short_clip_at_a_standard_speed_gets_that_speed(tmp_path, speed):
     assert v.match.speed == pytest.approx(speed, rel=2e-5)  # the ratio itself, well within the 0.02 %
     assert abs(v.match.offset_s - offset) < 2e-3
     assert "PAL speed-up" in v.text
+
+
+def test_the_speed_found_is_tested_near_its_place_for_the_whole_timeline(tmp_path, monkeypatch):
+    # The significance of a speed the envelope search found comes from coarse scans at that speed within
+    # a second of the place found, each standing for its whole file's lags (the false-alarm risk of
+    # searching everywhere): a full scan of an hour-long reel at each speed tried took 10-15 s.
+    import whichsound.locate as loc
+
+    path, offset, stem = _speed_clip(tmp_path, "fx_door", 25 / 24)
+    calls = []
+    real = loc._scan_all
+
+    def spy(stems, cache, speed, near=None, index=None, warnings=None):
+        got = real(stems, cache, speed, near, index, warnings)
+        calls.append((speed, near, stems, got))
+        return got
+
+    monkeypatch.setattr(loc, "_scan_all", spy)
+    v = loc.locate(path, [str(SCENE / "stems")]).verdict
+    assert v.match is not None and v.match.stem.rel == stem and abs(v.match.offset_s - offset) < 2e-3
+    at_speed = [c for c in calls if abs(c[0] - 25 / 24) < 1e-3]
+    assert at_speed
+    for speed, near, stems, (scans, failed) in at_speed:
+        assert not failed
+        assert near is not None and near[1] - near[0] == pytest.approx(2 * loc.PRESEARCH_RADIUS_S)
+        assert near[0] <= offset <= near[1]
+        for j, st in enumerate(stems):
+            for c in scans[j]:
+                scanned = len(c.pooled) * c.hop
+                assert scanned < c.searched  # a window of the file ...
+                assert c.searched == int(st.frames / c.scale)  # ... that counts as all of it

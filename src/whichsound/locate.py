@@ -953,19 +953,33 @@ def _speed_searched(groups, stems, cache, index, focus, band, scans) -> list[Hyp
         if abs(sp2 - 1.0) < SPEED_TOLERANCE:
             sp2 = 1.0
         trials = [(sp2, lag2)]
-        # A short clip's envelopes and drift pin its speed to a few tenths of a percent; the speed changes
-        # met in post (STANDARD_SPEEDS) that near it are tried too, their lag refined at full rate.
+        # Envelopes and drift pin a clip's speed to a few tenths of a percent (a 0.6 s clip) or a few
+        # thousandths (5 s): the speed changes met in post (STANDARD_SPEEDS) that near it are tried too,
+        # their lag refined at full rate; the fits decide.
         for ratio, _ in STANDARD_SPEEDS:
             if abs(ratio / sp2 - 1.0) <= SNAP_SPEED and abs(ratio - sp2) > SPEED_TOLERANCE:
                 trials.append((ratio, _refine_group(members, stems, cache, ratio, int(round(lag2)), SNAP_RADIUS)[0]))
         for speed, lag in trials:
-            # Significance at that speed: the coarse scans of the timeline with the clip at that speed.
-            got, failed = _scan_all([stems[m] for m in members], cache, speed, None, index)
-            if failed:
-                continue
-            sp_scans = {m: got[j] for j, m in enumerate(members)}
-            out.append(_fit(key, members, stems, sp_scans, cache, lag, speed, focus, band))
+            got = _speed_trial(key, members, stems, cache, index, speed, lag, focus, band)
+            if got is not None:
+                out.append(got)
     return out
+
+
+def _speed_trial(key, members, stems, cache, index, speed: float, lag: float, focus, band) -> Hypothesis | None:
+    """The timeline fitted with the clip at `speed`, `lag` (stem samples), its significance from coarse scans
+    at that speed within PRESEARCH_RADIUS_S of that place, each standing for its whole file's lags (the
+    false-alarm risk of searching everywhere, as the pre-search's scans; a full scan of an hour-long
+    timeline at each speed tried took 10-15 s). None when a stem cannot be scanned."""
+    at_s = lag / stems[members[0]].samplerate
+    near = (at_s - PRESEARCH_RADIUS_S, at_s + PRESEARCH_RADIUS_S)
+    got, failed = _scan_all([stems[m] for m in members], cache, speed, near, index)
+    if failed:
+        return None
+    for j, m in enumerate(members):
+        for c in got[j]:
+            c.lags = int(stems[m].frames / c.scale)  # the whole file's lags, in this scan's units
+    return _fit(key, members, stems, {m: got[j] for j, m in enumerate(members)}, cache, lag, speed, focus, band)
 
 
 def _peak_bins(curve: np.ndarray, count: int, exclusion: int) -> list[int]:
