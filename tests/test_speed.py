@@ -148,7 +148,7 @@ def test_the_speed_found_is_tested_near_its_place_for_the_whole_timeline(tmp_pat
     assert v.match is not None and v.match.stem.rel == stem and abs(v.match.offset_s - offset) < 2e-3
     at_speed = [c for c in calls if abs(c[0] - 25 / 24) < 1e-3]
     assert at_speed
-    for speed, near, stems, (scans, failed) in at_speed:
+    for _speed, near, stems, (scans, failed) in at_speed:
         assert not failed
         assert near is not None and near[1] - near[0] == pytest.approx(2 * loc.PRESEARCH_RADIUS_S)
         assert near[0] <= offset <= near[1]
