@@ -19,6 +19,8 @@ def test_blas_limited_inside_and_restored_after():
         pytest.skip("no BLAS library that threadpoolctl can control")
     with threadpool_limits(limits=2, user_api="blas"):
         before = _blas_threads()
+        if all(t == 1 for t in before):
+            pytest.skip("BLAS runs one thread here anyway: nothing to limit")
         seen = one_blas_thread(_blas_threads)()
         assert seen == [1] * len(before)
         assert _blas_threads() == before
@@ -55,6 +57,8 @@ def test_locate_runs_with_one_blas_thread(monkeypatch, tmp_path):
     monkeypatch.setattr(loc, "read_clip", spy)
     with threadpool_limits(limits=2, user_api="blas"):
         before = _blas_threads()
+        if all(t == 1 for t in before):
+            pytest.skip("BLAS runs one thread here anyway: nothing to limit")
         with pytest.raises(_Seen) as seen:
             loc.locate(tmp_path / "clip.wav", [str(tmp_path)])
         assert seen.value.args[0] == [1] * len(before)

@@ -261,7 +261,6 @@ def locate(
     presearch: bool = True,
     cut_around: bool = True,
     second_look: bool = False,
-    _speed_searched_groups: frozenset = frozenset(),
 ) -> LocateResult:
     """Find which stem under `roots` holds the clip's sound, where, at what speed, and how sure that is.
 
@@ -280,8 +279,6 @@ def locate(
     clip's envelope features match best (the index keeps the stems'), then everywhere if that finds
     nothing significant or explains under RESCAN_BELOW of the clip.
     Timelines whose coarse peak is not significant are not fitted (unless none is).
-    `_speed_searched_groups`: timelines whose continuous speed search already ran and found no speed at all
-    (a search everywhere after the pre-search does not run it again for them).
     `cut_around`: the clip was cut with air around the noise, so without `at` the noise is the sound that
     starts and ends inside it (attribute.event_focus) when one does; False when the clip less its handles is
     the noise's window itself (batch: a note's window cut from the mix with known handles).
@@ -382,8 +379,7 @@ def locate(
         """This search again, with `changes` to its arguments."""
         args = dict(at=at, band=band, focus_s=focus_s, min_score=min_score, stream=stream, discovery=discovery,
                     clip=clip, near=near, rescan_speeds=rescan_speeds, index=index, speed_known=speed_known,
-                    build_jobs=build_jobs, presearch=presearch, cut_around=cut_around, second_look=second_look,
-                    _speed_searched_groups=_speed_searched_groups)
+                    build_jobs=build_jobs, presearch=presearch, cut_around=cut_around, second_look=second_look)
         return locate(clip_path, roots, **{**args, **changes})
 
     def everywhere() -> LocateResult:
@@ -405,13 +401,11 @@ def locate(
                 # pre-search's places explained little (a sped-up clip explains little anywhere at speed 1):
                 # a continuous search over +-5 % on envelope features.
                 zc = _z_critical(n_lags)
-                todo = {k: v for k, v in scanned_groups().items() if k not in _speed_searched_groups}
-                found = _speed_searched(todo, stems, cache, idx or open_index(index, []), focus, band, scans)
-                hyps.extend(h for h in found if max(p.z for p in h.peaks) >= zc)
+                hyps.extend(h for h in _speed_searched(scanned_groups(), stems, cache,
+                                                       idx or open_index(index, []), focus, band)
+                            if max(p.z for p in h.peaks) >= zc)
                 if max(h.decomposition.explained for h in hyps) >= RESCAN_BELOW:
                     break
-                # Timelines where it found nothing at all need no second search (everywhere() below).
-                _speed_searched_groups |= frozenset(todo) - {h.group for h in found}
             if info["presearch"] == "used":
                 return everywhere()
             scan(list(scans), speed, idx)
@@ -925,7 +919,7 @@ def _timeline_features(index, members: list[int], stems: list[Stem]) -> np.ndarr
     return _FEATURES[key]
 
 
-def _speed_searched(groups, stems, cache, index, focus, band, scans) -> list[Hypothesis]:
+def _speed_searched(groups, stems, cache, index, focus, band) -> list[Hypothesis]:
     """Hypotheses at the speed a continuous envelope search finds (clips sped up or slowed by up to 5 %).
 
     Each timeline's best (speed, position) on envelope features is refined from the drift of short
