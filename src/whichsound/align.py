@@ -66,7 +66,7 @@ class Template:
         """conj(rfft(t, n)) * rfft(h, n): the block multiplier that filters the stem and correlates it."""
         got = self.t_fft_cache.get(n)
         if got is None:
-            from scipy import fft
+            from whichsound import fft
 
             got = (np.conj(fft.rfft(self.t, n)) * fft.rfft(self.h, n)).astype(np.complex64)
             self._keep(n, got)
@@ -76,7 +76,7 @@ class Template:
         key = ("h", n)
         got = self.t_fft_cache.get(key)
         if got is None:
-            from scipy import fft
+            from whichsound import fft
 
             got = fft.rfft(self.h, n).astype(np.complex64)
             self._keep(key, got)
@@ -125,7 +125,8 @@ def _whitening_filter(x: np.ndarray, samplerate: int, taps: int, floor_db: float
 def _welch(x: np.ndarray, nfft: int) -> np.ndarray:
     """Average power spectrum of `x` (nfft//2+1 bins) over half-overlapping Hann frames."""
     from numpy.lib.stride_tricks import sliding_window_view
-    from scipy import fft
+
+    from whichsound import fft
 
     seg = min(nfft, len(x))
     win = np.hanning(seg + 1)[:seg]
@@ -153,7 +154,7 @@ def fft_length(n: int) -> int:
     """A fast real-FFT length >= n samples. Past 2^20 it is also rounded up to a multiple of 2^16: scipy
     keeps a plan of tens of MB for every long length it has transformed, and a long clip's refinements
     (their lengths a few samples apart) then share one."""
-    from scipy import fft
+    from whichsound import fft
 
     if n > 2**20:
         n = -(-n // 2**16) * 2**16
@@ -163,7 +164,7 @@ def fft_length(n: int) -> int:
 def _filtered(x: np.ndarray, h: np.ndarray, block: int = 2**20) -> np.ndarray:
     """Full linear convolution of float64 `x` with FIR `h` (len(x) + len(h) - 1 samples): in one FFT when
     short, by overlap-add in blocks of `block` samples when long (bounded temporaries)."""
-    from scipy import fft
+    from whichsound import fft
 
     taps = len(h)
     if len(x) <= block:
@@ -186,7 +187,7 @@ def _block_size(length: int, span: int | None = None) -> int:
     while n < 3 * length:
         n *= 2
     if span is not None:
-        from scipy import fft
+        from whichsound import fft
 
         n = min(n, fft.next_fast_len(span + length, real=True))  # 2-3-5-smooth: a 36 k window is not 64 k
     return n
@@ -198,7 +199,7 @@ def ncc_lags(tmpl: Template, seg: np.ndarray, n: int | None = None) -> np.ndarra
     `seg` is (frames,) or (frames, channels) stem samples; returns (frames - len(x) + 1[, channels]):
     value k is the NCC for the clip's first sample at seg[k].
     """
-    from scipy import fft
+    from whichsound import fft
 
     seg = np.asarray(seg, dtype=np.float32)
     squeeze = seg.ndim == 1
@@ -400,7 +401,7 @@ def scan_array(
 def _scan(fill, tmpl: Template, frames: int, channels: int, hop: int, lag_range, scale: float) -> list[ChannelScan]:
     """Overlap-save whitened NCC of `tmpl` against a source read by `fill(out, lo, hi)` into a channel-major
     (channels, hi - lo) slice, max-pooled per hop. Channel-major keeps every per-bin reduction contiguous."""
-    from scipy import fft
+    from whichsound import fft
 
     L, M = tmpl.length, tmpl.taps
     Lt = L - M + 1
@@ -619,7 +620,8 @@ def band_energies(x: np.ndarray) -> np.ndarray:
     Frame k covers x[80k : 80k + 256]; a long signal can be done in pieces that start on a multiple of 80
     samples and overlap by 176, their frames concatenated (see envelope_from_energies)."""
     from numpy.lib.stride_tricks import sliding_window_view
-    from scipy import fft
+
+    from whichsound import fft
 
     x = np.asarray(x, dtype=np.float32)
     if len(x) < _ENV_NFFT:
@@ -694,7 +696,7 @@ def envelope_ncc(ref: np.ndarray | EnvelopeSpectrum, clip: np.ndarray, *,
     must be made for clips of >= m frames): score[k] for the clip's first frame at ref frame k (n - m + 1
     places; empty when shorter). `clip_spectra`: a dict (FFT length -> the clip's spectrum) kept by a caller
     that correlates one clip with many references (the takes of a production folder share a length)."""
-    from scipy import fft
+    from whichsound import fft
 
     m = len(clip)
     frames = ref.frames if isinstance(ref, EnvelopeSpectrum) else len(ref)
@@ -721,7 +723,7 @@ def envelope_ncc(ref: np.ndarray | EnvelopeSpectrum, clip: np.ndarray, *,
 def envelope_spectrum(ref: np.ndarray, max_len: int) -> EnvelopeSpectrum:
     """What envelope_ncc needs of reference features `ref` (frames, bands) for clips up to `max_len`
     frames, made once."""
-    from scipy import fft
+    from whichsound import fft
 
     n = fft.next_fast_len(len(ref) + max_len, real=True)
     cs = np.concatenate([np.zeros(1), np.cumsum(np.sum(ref.astype(np.float64) ** 2, axis=1))])

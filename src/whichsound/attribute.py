@@ -152,7 +152,8 @@ def _band_major_stft(x: np.ndarray, nfft: int, hop: int) -> np.ndarray:
 def _stft_of_span(xp: np.ndarray, nfft: int, hop: int, nfr: int) -> np.ndarray:
     """STFT (bins, nfr, ch) of `nfr` frames of (samples, ch) float32 `xp`, the first frame at its sample 0."""
     from numpy.lib.stride_tricks import as_strided
-    from scipy import fft
+
+    from whichsound import fft
 
     # (sample in frame, frame, channel) as a view of the signal: the FFT runs along axis 0 and leaves its
     # output band-major.
@@ -612,7 +613,7 @@ def _reverb_tails(parts: np.ndarray, resid: np.ndarray, hop_s: float) -> tuple[n
 def _decayed(x: np.ndarray, r: float) -> np.ndarray:
     """sum over l >= 1 of r^l x[:, t - l] for (rows, frames, ...) `x`: its past decaying by `r` per frame
     (to 1e-7), by FFT convolution along the frames (scipy.signal's filter would cost a second's import)."""
-    from scipy import fft
+    from whichsound import fft
 
     F = x.shape[1]
     L = min(F, int(math.ceil(math.log(1e-7) / math.log(r))))

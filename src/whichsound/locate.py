@@ -588,7 +588,7 @@ MIN_LOW_SHARE = 0.02
 
 def _share_below(x: np.ndarray, samplerate: int, hz: float) -> float:
     """Share of the energy of mono `x` (DC left out) below `hz`."""
-    from scipy import fft
+    from whichsound import fft
 
     m = fft_length(len(x))  # zero-padded to a fast length: an awkward one costs time and a cached plan
     p = np.abs(fft.rfft(np.asarray(x, dtype=np.float64), m)) ** 2
@@ -1062,7 +1062,7 @@ def _aligned(stem: Stem, lag: float, n: int) -> np.ndarray:
     frac = lag - i
     if abs(frac) < 1e-3:
         return read_segment(stem.path, i, n)
-    from scipy import fft
+    from whichsound import fft
 
     pad = 64
     seg = read_segment(stem.path, i - pad, n + 2 * pad + 1)
