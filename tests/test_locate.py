@@ -8,6 +8,7 @@ effects stem.  Clips are cut from the stems as written, so offsets are known to 
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -443,3 +444,58 @@ def test_a_mono_copy_of_a_51_mix_is_shared_out_by_the_stems_named_speakers(tmp_p
     write_bwf(stems / "R1_BG.wav", bg, SR)
     unnamed = {m.stem.rel: m.share for m in locate(clip, [str(stems)], index=None).matches}
     assert abs(unnamed["R1_BG.wav"] - truth["R1_BG.wav"]) > 0.015
+
+
+def _recurring_line_reel(tmp_path) -> tuple[Path, int, np.ndarray]:
+    """A dialogue stem that uses one line three times (at 2, 8 and 14 s) over effects and a bed that differ
+    each time: (stems folder, the third place in samples, the print)."""
+    rng = np.random.default_rng(11)
+    n = 20 * SR
+    line = 0.3 * speech("sense_and_sensibility_01_austen_64kb-0870")[: 3 * SR]
+    dx = np.zeros(n, dtype=np.float32)
+    for at in (2 * SR, 8 * SR, 14 * SR):
+        dx[at : at + len(line)] = line
+    fx = np.zeros((n, 2), dtype=np.float32)
+    knock = sfx("minetest__default__sounds__default_place_node_hard.2")
+    for at in (3 * SR, 9 * SR + SR // 3, 15 * SR + SR // 2):  # a knock under each use, never at one place
+        fx[at : at + len(knock)] += 0.1 * knock[:, None] * np.array([0.8, 0.5], dtype=np.float32)
+    bg = (0.004 * rng.standard_normal((n, 2))).astype(np.float32)
+    stems = tmp_path / "stems"
+    write_wav(stems / "R1_DX.wav", dx)
+    write_wav(stems / "R1_FX.wav", fx)
+    write_wav(stems / "R1_BG.wav", bg)
+    print_ = dx[:, None] * np.float32(0.7071) + fx + bg
+    return stems, 14 * SR, print_
+
+
+def test_material_used_again_is_placed_where_every_stem_agrees(tmp_path, monkeypatch):
+    # The line correlates alike at its three uses; the knock and the bed agree only at the third. At full
+    # rate the candidates are ordered by that joint evidence: the first fitted explains the clip exactly
+    # (an excerpt of the print), so the other two are not fitted. With a noise the print does not hold
+    # (the fit no longer exact) every candidate is fitted, and the place is the same.
+    from whichsound import locate as loc
+
+    stems, place, print_ = _recurring_line_reel(tmp_path)
+    fits: list[float] = []
+    real_fit = loc._fit
+
+    def counted(key, *args, **kwargs):
+        hyp = real_fit(key, *args, **kwargs)
+        if key[:1] != ("take",):
+            fits.append(hyp.decomposition.explained)
+        return hyp
+
+    monkeypatch.setattr(loc, "_fit", counted)
+    start = place - SR // 4
+    excerpt = print_[start : start + 3 * SR]
+    res = locate(write_clip(tmp_path, "excerpt.wav", excerpt), [str(stems)])
+    assert res.verdict.match is not None and res.verdict.match.stem.rel == "R1_DX.wav"
+    assert res.verdict.match.offset / SR == pytest.approx(start / SR, abs=SAMPLE_TOL / SR)
+    assert len(fits) == 1 and fits[0] >= 1 - loc.EXACT_RESIDUAL
+
+    fits.clear()
+    hiss = (0.01 * np.random.default_rng(5).standard_normal(excerpt.shape)).astype(np.float32)
+    res = locate(write_clip(tmp_path, "hiss.wav", excerpt + hiss), [str(stems)])
+    assert res.verdict.match is not None
+    assert res.verdict.match.offset / SR == pytest.approx(start / SR, abs=SAMPLE_TOL / SR)
+    assert len(fits) >= 3 and max(fits) < 1 - loc.EXACT_RESIDUAL

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -84,6 +84,13 @@ class Decomposition:
     #: tails model whose decays went back to the stems, or None (_reverb_tails: the model's best fit, a
     #: rough guide to the room and not a measurement of it)}.
     degraded: dict | None = None
+    #: Bands, as (samplerate, first bin, end bin), where the stems sound and reach the clip (their fitted
+    #: gains kept): the clip's path passes them.
+    bands_passed: frozenset = frozenset()
+    #: Bands this fit took as removed by the clip's path (_removed_bands), as (samplerate, first bin, end
+    #: bin) -> (residual, clip energy) there under the band's own fit: what they would add to `heard` if
+    #: another fit of the clip shows the path passes them (comparable_explained).
+    bands_removed: dict = field(default_factory=dict)
 
     def beyond(self) -> tuple[np.ndarray, np.ndarray] | None:
         """`context`, read on first use: most clips never need it (event_focus's edge test settles them)."""
@@ -381,10 +388,16 @@ def decompose(
         fits.append((lo, hi, np.linalg.solve(gram + ridge * np.eye(K), rhs)))  # (K, cc)
     # Bands where the clip's path removed the stems (a phone's band-pass under its hiss): their fitted
     # gains fall far below the others', while a noise added to the clip leaves the gains as they are.
-    for j in _removed_bands(fits, grams):
-        lo, hi, _ = fits[j]
+    removed = _removed_bands(fits, grams)
+    bands_removed = {}
+    for j in removed:
+        lo, hi, g = fits[j]
+        bands_removed[(samplerate, lo, hi)] = _own_fit_energies(g, power, G, R, lo, hi, live_bin & bmask)
         fits[j] = (lo, hi, None)
         live_bin[lo:hi] = False
+    sounding = _sounding_bands(fits, grams, removed)
+    bands_passed = frozenset((samplerate, lo, hi) for j, (lo, hi) in enumerate(edges)
+                             if j in sounding and j not in removed)
     # The path's own transfer (codec, phone, speaker, room), common to every stem: the bands at the ends
     # of the spectrum it attenuated count at the stems' level in the mix, like lost ones.
     # What the clip holds there beyond the stems (a noise added before the path) is still heard, so its
@@ -523,7 +536,45 @@ def decompose(
         comp_e, total_e = _unfolded(comp_e, total_e, mix_e)
     # The residual is only ever counted where the clip was heard; the total also counts the lost bands.
     return Decomposition(t_frames, comp_e, resid_e, total_e, np.ones(F), heard=(resid_e, heard_total),
-                         context=context, degraded=degraded)
+                         context=context, degraded=degraded, bands_passed=bands_passed,
+                         bands_removed=bands_removed)
+
+
+def _own_fit_energies(g: np.ndarray, power: np.ndarray, G: np.ndarray, R: np.ndarray, lo: int, hi: int,
+                      use: np.ndarray) -> tuple[float, float]:
+    """(residual, clip energy) over bins [lo, hi) in `use` of a band fitted by gains `g` (K, cc), from the
+    per-bin normal equations (G = a^H a, R = a^H y, power = y^H y, summed over frames): |y - a g|^2 =
+    y^H y - 2 Re g^H a^H y + g^H a^H a g, bins weighted as Parseval counts them."""
+    bins = np.flatnonzero(use[lo:hi]) + lo
+    if not len(bins):
+        return 0.0, 0.0
+    w = np.ones(len(bins))
+    w[bins == 0] = 0.5
+    w[bins == len(power) - 1] = 0.5
+    cross = np.real(np.einsum("kc,bkc->b", g.conj(), R[bins]))
+    quad = np.real(np.einsum("kc,bkl,lc->b", g.conj(), G[bins], g))
+    resid = np.maximum(power[bins] - 2 * cross + quad, 0.0)
+    return float(w @ resid), float(w @ power[bins])
+
+
+def comparable_explained(decs) -> list[float]:
+    """Each decomposition's `explained` over the same bands of one clip. A fit counts a band as removed
+    by the clip's path when its stems' fitted gains there fall far under the others' (a phone's band-pass),
+    and leaves it out; but at a wrong place the stems miss the clip's top end, so it reads as removed and
+    whatever the clip holds there (a hiss, the right place's bed) as no one's, and the wrong place can
+    outscore the right one. A band another fit of the clip shows the path passes (bands_passed) counts
+    for every fit, with its own fit's residual there."""
+    passed = set().union(*(d.bands_passed for d in decs))
+    out = []
+    for d in decs:
+        resid, total = d.heard if d.heard is not None else (d.residual_e, d.total)
+        r, t = float(resid.sum()), float(total.sum())
+        for key, (rb, tb) in d.bands_removed.items():
+            if key in passed:
+                r += rb
+                t += tb
+        out.append(0.0 if t <= 0 else max(0.0, 1.0 - r / t))
+    return out
 
 
 #: A clip whose floor of unexplained energy (Decomposition.residual_floor: the 25th percentile of the
@@ -806,6 +857,16 @@ def _unfolded(comp_e: np.ndarray, total_e: np.ndarray, mix_e: np.ndarray) -> tup
         return comp_e, total_e
     out = mix_e * (float(held.sum()) / den)
     return out, np.maximum(total_e + out.sum(axis=1) - held, 0.0)
+
+
+def _sounding_bands(fits: list, grams: list[np.ndarray], removed: list[int]) -> set[int]:
+    """Bands (indices into `fits`) where the stems sound (energy within _TRANSFER_RANGE_DB of their
+    strongest band's) and were fitted, or were until _removed_bands took them out (`removed`)."""
+    src = np.array([float(np.real(np.trace(gram))) if (g is not None or j in removed) else 0.0
+                    for j, ((_, _, g), gram) in enumerate(zip(fits, grams, strict=True))])
+    if src.max() <= 0:
+        return set()
+    return {int(j) for j in np.flatnonzero(src >= src.max() * 10 ** (-_TRANSFER_RANGE_DB / 10))}
 
 
 def _removed_bands(fits: list, grams: list[np.ndarray]) -> list[int]:

@@ -51,6 +51,7 @@ from whichsound.attribute import (
     Verdict,
     choose_focus,
     clip_stft,
+    comparable_explained,
     containment,
     decompose,
 )
@@ -435,13 +436,16 @@ def locate(
         return everywhere()
     if timelines_presearched and _timelines_missed(hyps):
         return everywhere()
+    # Every fit of the clip judged over the same bands (comparable_explained).
+    judged = dict(zip(map(id, hyps), comparable_explained([h.decomposition for h in hyps]), strict=True))
     best_by_group: dict[tuple, Hypothesis] = {}
     for h in hyps:
         cur = best_by_group.get(h.group)
-        if cur is None or h.decomposition.explained > cur.decomposition.explained:
+        if cur is None or judged[id(h)] > judged[id(cur)]:
             best_by_group[h.group] = h
+    winner_key = max(best_by_group, key=lambda k: judged[id(best_by_group[k])])
     best_by_group = {k: _with_channels(h, cache) for k, h in best_by_group.items()}
-    winner = max(best_by_group.values(), key=lambda h: h.decomposition.explained)
+    winner = best_by_group[winner_key]
 
     zcrit = _z_critical(n_lags)
     if idx is not None and max(p.z for p in winner.peaks) < zcrit:
@@ -1026,7 +1030,8 @@ def _group_hypotheses(key, members, stems, scans, cache, speed, focus, band, *,
     hyps = fitted(lags[:1])
     if hyps[0].decomposition.explained < 1.0 - EXACT_RESIDUAL:
         hyps += fitted(lags[1:])
-    best = max(hyps, key=lambda h: h.decomposition.explained)
+    judged = comparable_explained([h.decomposition for h in hyps])
+    best = hyps[max(range(len(hyps)), key=judged.__getitem__)]
     if not estimate_speed:
         return hyps
     sp, lag, quality = refine_speed(
