@@ -940,6 +940,18 @@ def test_a_degraded_clip_fitted_in_blocks_gives_the_one_block_answer(monkeypatch
     assert blocks.residual == pytest.approx(one.residual, abs=1e-3)
 
 
+def _line_bed_hiss():
+    """A line over a bed and a hiss (4-20 kHz) the stems lack, 4 s: (clip, line, a bed from elsewhere,
+    the fit with the right bed, the fit with the other)."""
+    rng = np.random.default_rng(4)
+    n = 4 * SR
+    line = _fit(0.3 * speech("sense_and_sensibility_01_austen_64kb-0870"), n)
+    bed = (0.02 * rng.standard_normal(n)).astype(np.float32)
+    elsewhere = (0.02 * rng.standard_normal(n)).astype(np.float32)
+    clip = line + bed + 0.05 * _bandpass_noise(rng, n, 4000, 20000)
+    return clip, line, elsewhere, decompose(clip, [line, bed], SR), decompose(clip, [line, elsewhere], SR)
+
+
 def test_fits_of_one_clip_are_compared_over_the_same_bands():
     # A line over a bed, and a hiss (4-20 kHz) the stems do not hold. The right bed reaches the clip's
     # top end, so the right fit keeps it and counts the hiss there as residual; a bed from elsewhere
@@ -948,14 +960,7 @@ def test_fits_of_one_clip_are_compared_over_the_same_bands():
     # fit of the clip shows the path passes, the right fit wins (each value exact, from the same sums).
     from whichsound.attribute import comparable_explained
 
-    rng = np.random.default_rng(4)
-    n = 4 * SR
-    line = _fit(0.3 * speech("sense_and_sensibility_01_austen_64kb-0870"), n)
-    bed = (0.02 * rng.standard_normal(n)).astype(np.float32)
-    elsewhere = (0.02 * rng.standard_normal(n)).astype(np.float32)
-    clip = line + bed + 0.05 * _bandpass_noise(rng, n, 4000, 20000)
-    right = decompose(clip, [line, bed], SR)
-    wrong = decompose(clip, [line, elsewhere], SR)
+    *_, right, wrong = _line_bed_hiss()
     assert wrong.explained > right.explained  # the flaw compared over different bands
     assert wrong.bands_removed and set(wrong.bands_removed) <= right.bands_passed
     got = comparable_explained([right, wrong])
@@ -963,3 +968,17 @@ def test_fits_of_one_clip_are_compared_over_the_same_bands():
     assert got[0] > got[1] + 0.1
     # Alone, or among fits that all take a band as removed, a fit's value is its own explained.
     assert comparable_explained([wrong]) == [pytest.approx(wrong.explained, abs=1e-12)]
+
+
+def test_a_removed_bands_residual_from_its_normal_equations_is_the_fits_own(monkeypatch):
+    # comparable_explained counts a removed band with the residual of the band's own fit, computed from
+    # the normal equations; fitting the same clip with no band ever removed measures it in the second
+    # pass instead. Same value to 1e-7 (complex64 STFTs and gains against float64 sums).
+    from whichsound import attribute
+    from whichsound.attribute import comparable_explained
+
+    clip, line, elsewhere, right, wrong = _line_bed_hiss()
+    assert wrong.bands_removed
+    monkeypatch.setattr(attribute, "REMOVED_BAND_DB", None)
+    kept = decompose(clip, [line, elsewhere], SR)
+    assert comparable_explained([right, wrong])[1] == pytest.approx(kept.explained, abs=1e-7)
