@@ -196,8 +196,9 @@ def _stft_of_span(xp: np.ndarray, nfft: int, hop: int, nfr: int) -> np.ndarray:
 
 #: Frames the decomposition reads and transforms at a time at least (see DECOMPOSE_BLOCK_BYTES).
 _STFT_BLOCK = 256
-#: Bytes of windowed frames (float32) _stft_of_span transforms at a time: a short clip's in one go.
-_STFT_BLOCK_BYTES = 48 * 2**20
+#: Bytes of windowed frames (float32) _stft_of_span transforms at a time (a block that stays in cache:
+#: 5 s under 9 channels 22 -> 18 ms against 48 MB blocks, 2 channels 4.4 -> 3.7 ms).
+_STFT_BLOCK_BYTES = 4 * 2**20
 
 
 def _stft_params(samplerate: int) -> tuple[int, int]:
