@@ -17,6 +17,7 @@ Conditions (the clip's truth offset is the source position of its first sample, 
   sr16k_mono   WAV 16 kHz 16-bit mono, no other damage (a voice-note export)
   tv_room      a recorder in the room: mono, 120 Hz-9 kHz speaker band, room reverb, noise 20 dB down, 48 kHz
   noisy        the excerpt with pink noise 8 dB under it (a loud venue), stereo 48 kHz
+  broadcast    a 4:1 compressor 20 dB deep, 12 dB make-up and a limiter (a broadcast chain's dynamics)
 Scene variants:
   surround51   effects, backgrounds and music stems in 5.1 (L R C LFE Ls Rs), folded to the stereo
                printmaster with the ITU coefficients; foley stays stereo
@@ -111,7 +112,19 @@ def noisy(x, ctx):
     return (y / peak * 0.9 if peak > 0.99 else y), SR, "wav", 1.0
 
 
+def broadcast(x, ctx):
+    """A broadcast or streaming chain's dynamics: a 4:1 compressor 20 dB into it, make-up gain and a
+    brick-wall limiter (levels move with the programme, unlike any static gain or EQ)."""
+    from pedalboard import Compressor, Gain, Limiter, Pedalboard
+
+    board = Pedalboard([Compressor(threshold_db=-32.0, ratio=4.0, attack_ms=5.0, release_ms=120.0),
+                        Gain(gain_db=12.0), Limiter(threshold_db=-1.0, release_ms=60.0)])
+    y = board(np.ascontiguousarray(np.asarray(x, dtype=np.float32).T), SR).T
+    return np.ascontiguousarray(y, dtype=np.float64), SR, "wav", 1.0
+
+
 CONDITIONS = {
+    "broadcast": broadcast,
     "pal_speedup": pal_speedup,
     "pullup": pullup,
     "drift": drift,
