@@ -499,3 +499,20 @@ def test_material_used_again_is_placed_where_every_stem_agrees(tmp_path, monkeyp
     assert res.verdict.match is not None
     assert res.verdict.match.offset / SR == pytest.approx(start / SR, abs=SAMPLE_TOL / SR)
     assert len(fits) >= 3 and max(fits) < 1 - loc.EXACT_RESIDUAL
+
+
+def test_a_stem_whose_channels_changed_since_discovery_is_named(tmp_path):
+    # The fit lines the stems' channels up by the counts discovery saw; a file rewritten with another
+    # count in between must be an AudioReadError naming it, at an integer lag and a fractional one alike.
+    from dataclasses import replace
+
+    from whichsound import locate as loc
+    from whichsound.stems import discover
+
+    write_wav(tmp_path / "stems" / "R1_FX.wav", np.zeros((SR, 1), dtype=np.float32))
+    stem = discover([str(tmp_path / "stems")]).stems[0]
+    assert loc._aligned_all([stem], 100.5, 1000)[0].shape == (1000, 1)
+    wrong = replace(stem, channels=2)
+    for lag in (100.0, 100.5):
+        with pytest.raises(AudioReadError, match="R1_FX.wav.*1 channels, 2 when it was discovered"):
+            loc._aligned_all([wrong], lag, 1000)

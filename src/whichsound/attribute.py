@@ -126,9 +126,14 @@ class Decomposition:
         """Share of the whole clip (all frames) that the stems explain, in the bands the clip kept: the
         stems counted where its path lost them would make any candidate rich in those bands (a bass line
         under a phone's band) look like a good fit."""
+        resid, tot = self.heard_sums()
+        return 0.0 if tot <= 0 else max(0.0, 1.0 - resid / tot)
+
+    def heard_sums(self) -> tuple[float, float]:
+        """(residual, clip) energy summed over the whole clip in the bands it kept: what `explained` and
+        comparable_explained weigh."""
         resid, total = self.heard if self.heard is not None else (self.residual_e, self.total)
-        tot = float(total.sum())
-        return 0.0 if tot <= 0 else max(0.0, 1.0 - float(resid.sum()) / tot)
+        return float(resid.sum()), float(total.sum())
 
     def timeline(self, step_s: float = 0.05) -> list[tuple[float, dict[int, float], float]]:
         """Shares over time: (start s, {stem index: share}, residual) per `step_s` of clip."""
@@ -389,16 +394,23 @@ def decompose(
         fits.append((lo, hi, np.linalg.solve(gram + ridge * np.eye(K), rhs)))  # (K, cc)
     # Bands where the clip's path removed the stems (a phone's band-pass under its hiss): their fitted
     # gains fall far below the others', while a noise added to the clip leaves the gains as they are.
+    # Energies as Parseval counts them: each one-sided bin stands for two of the full spectrum, but DC
+    # and Nyquist for one.
+    bin_weight = np.ones(nb)
+    bin_weight[0] = 0.5
+    if nfft % 2 == 0:
+        bin_weight[-1] = 0.5
+    sounding = _sounding(fits, grams)
     removed = _removed_bands(fits, grams)
     bands_removed = {}
     for j in removed:
         lo, hi, g = fits[j]
-        bands_removed[(samplerate, lo, hi)] = _own_fit_energies(g, power, G, R, lo, hi, live_bin & bmask)
+        bands_removed[(samplerate, lo, hi)] = _own_fit_energies(g, power, G, R, bin_weight, lo, hi,
+                                                                live_bin & bmask)
         fits[j] = (lo, hi, None)
         live_bin[lo:hi] = False
-    sounding = _sounding_bands(fits, grams, removed)
     bands_passed = frozenset((samplerate, lo, hi) for j, (lo, hi) in enumerate(edges)
-                             if j in sounding and j not in removed)
+                             if sounding[j] and j not in removed)
     # The path's own transfer (codec, phone, speaker, room), common to every stem: the bands at the ends
     # of the spectrum it attenuated count at the stems' level in the mix, like lost ones.
     # What the clip holds there beyond the stems (a noise added before the path) is still heard, so its
@@ -429,12 +441,6 @@ def decompose(
             own_gains = _per_stem(fits[src][2], bounds)
             transfers.append(_ratio(_block_energies(gram, own_gains, bounds),
                                     _block_energies(gram, as_clip, bounds), _trace_floor(gram, bounds), 0.0))
-    # Energies as Parseval counts them: each one-sided bin stands for two of the full spectrum, but DC
-    # and Nyquist for one.
-    bin_weight = np.ones(nb)
-    bin_weight[0] = 0.5
-    if nfft % 2 == 0:
-        bin_weight[-1] = 0.5
     # A mono clip of a wider mix (a mono copy of a stereo mix) folded the mix's channels into one: each
     # stem's part is then measured as a two-channel fold of the mix holds it (see _fold_ratios,
     # _unfolded), the balance a two-channel clip shows as it is. One stem (a production take) has no
@@ -541,17 +547,15 @@ def decompose(
                          bands_removed=bands_removed)
 
 
-def _own_fit_energies(g: np.ndarray, power: np.ndarray, G: np.ndarray, R: np.ndarray, lo: int, hi: int,
-                      use: np.ndarray) -> tuple[float, float]:
+def _own_fit_energies(g: np.ndarray, power: np.ndarray, G: np.ndarray, R: np.ndarray, bin_weight: np.ndarray,
+                      lo: int, hi: int, use: np.ndarray) -> tuple[float, float]:
     """(residual, clip energy) over bins [lo, hi) in `use` of a band fitted by gains `g` (K, cc), from the
     per-bin normal equations (G = a^H a, R = a^H y, power = y^H y, summed over frames): |y - a g|^2 =
-    y^H y - 2 Re g^H a^H y + g^H a^H a g, bins weighted as Parseval counts them."""
+    y^H y - 2 Re g^H a^H y + g^H a^H a g, bins weighted by `bin_weight` as the second pass weighs them."""
     bins = np.flatnonzero(use[lo:hi]) + lo
     if not len(bins):
         return 0.0, 0.0
-    w = np.ones(len(bins))
-    w[bins == 0] = 0.5
-    w[bins == len(power) - 1] = 0.5
+    w = bin_weight[bins]
     cross = np.real(np.einsum("kc,bkc->b", g.conj(), R[bins]))
     quad = np.real(np.einsum("kc,bkl,lc->b", g.conj(), G[bins], g))
     resid = np.maximum(power[bins] - 2 * cross + quad, 0.0)
@@ -568,8 +572,7 @@ def comparable_explained(decs) -> list[float]:
     passed = set().union(*(d.bands_passed for d in decs))
     out = []
     for d in decs:
-        resid, total = d.heard if d.heard is not None else (d.residual_e, d.total)
-        r, t = float(resid.sum()), float(total.sum())
+        r, t = d.heard_sums()
         for key, (rb, tb) in d.bands_removed.items():
             if key in passed:
                 r += rb
@@ -860,14 +863,14 @@ def _unfolded(comp_e: np.ndarray, total_e: np.ndarray, mix_e: np.ndarray) -> tup
     return out, np.maximum(total_e + out.sum(axis=1) - held, 0.0)
 
 
-def _sounding_bands(fits: list, grams: list[np.ndarray], removed: list[int]) -> set[int]:
-    """Bands (indices into `fits`) where the stems sound (energy within _TRANSFER_RANGE_DB of their
-    strongest band's) and were fitted, or were until _removed_bands took them out (`removed`)."""
-    src = np.array([float(np.real(np.trace(gram))) if (g is not None or j in removed) else 0.0
-                    for j, ((_, _, g), gram) in enumerate(zip(fits, grams, strict=True))])
+def _sounding(fits: list, grams: list[np.ndarray]) -> np.ndarray:
+    """Per band of `fits` (bool): it was fitted and the stems sound there, their energy (the trace of the
+    band's Gram matrix `grams[j]`) within _TRANSFER_RANGE_DB of their strongest fitted band's."""
+    src = np.array([float(np.real(np.trace(gram))) if g is not None else 0.0
+                    for (_, _, g), gram in zip(fits, grams, strict=True)])
     if src.max() <= 0:
-        return set()
-    return {int(j) for j in np.flatnonzero(src >= src.max() * 10 ** (-_TRANSFER_RANGE_DB / 10))}
+        return np.zeros(len(fits), dtype=bool)
+    return src >= src.max() * 10 ** (-_TRANSFER_RANGE_DB / 10)
 
 
 def _removed_bands(fits: list, grams: list[np.ndarray]) -> list[int]:
@@ -880,16 +883,14 @@ def _removed_bands(fits: list, grams: list[np.ndarray]) -> list[int]:
     fitted part's energy |a g|^2 is g^H (a^H a) g, so no second pass over the STFT is needed."""
     if REMOVED_BAND_DB is None:
         return []
-    src_a, fit_a = np.zeros(len(fits)), np.zeros(len(fits))
-    for j, ((_, _, g), gram) in enumerate(zip(fits, grams, strict=True)):
-        if g is not None:
-            src_a[j] = float(np.real(np.trace(gram)))
-            fit_a[j] = float(np.real(np.einsum("kc,kl,lc->", g.conj(), gram, g)))
-    if src_a.max() <= 0:
-        return []
-    sounding = src_a >= src_a.max() * 10 ** (-_TRANSFER_RANGE_DB / 10)
+    sounding = _sounding(fits, grams)
     if sounding.sum() < 3:
         return []
+    src_a, fit_a = np.zeros(len(fits)), np.zeros(len(fits))
+    for j, ((_, _, g), gram) in enumerate(zip(fits, grams, strict=True)):
+        if sounding[j]:
+            src_a[j] = float(np.real(np.trace(gram)))
+            fit_a[j] = float(np.real(np.einsum("kc,kl,lc->", g.conj(), gram, g)))
     transfer = np.where(sounding, fit_a / np.maximum(src_a, 1e-30), 0.0)
     ref = float(np.median(transfer[sounding]))
     if ref <= 0:

@@ -1015,8 +1015,8 @@ def _group_hypotheses(key, members, stems, scans, cache, speed, focus, band, *,
     short = cache.clip.duration_s <= PARALLEL_MAX_S
 
     evidence: dict[float, float] = {}  # refined lag -> the members' joint full-rate evidence there
-    for lag, _, joint_there in _pmap(lambda b: _refine_candidate(members, stems, cache, speed, first.centre(b),
-                                                                  radius), sorted(bins), short):
+    for lag, _, joint_there in _pmap(lambda b: _refine_group(members, stems, cache, speed, first.centre(b),
+                                                              radius), sorted(bins), short):
         evidence.setdefault(round(lag, 3), joint_there)
     # Material used again (a loop, a library effect, a line) gives a timeline several candidates that
     # correlate alike where one stem dominates; at full rate the true place is where the others
@@ -1066,14 +1066,10 @@ def _virtual_mix(members, stems, start: int, n: int) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def _refine_group(members, stems, cache, speed, centre: int, hop: int) -> tuple[float, float]:
-    """Full-rate lag of the strongest channel among the group's stems near `centre`, and its |NCC|."""
-    return _refine_candidate(members, stems, cache, speed, centre, hop)[:2]
-
-
-def _refine_candidate(members, stems, cache, speed, centre: int, hop: int) -> tuple[float, float, float]:
-    """_refine_group's (lag, |NCC|), and the joint evidence there: each member's best |NCC| within two
-    samples of that lag (any channel), squared and summed, as the coarse joint curve sums them."""
+def _refine_group(members, stems, cache, speed, centre: int, hop: int) -> tuple[float, float, float]:
+    """Full-rate lag of the strongest channel among the group's stems near `centre`, its |NCC|, and the
+    joint evidence there: each member's best |NCC| within two samples of that lag (any channel), squared
+    and summed, as the coarse joint curve sums them."""
     curves = [cache.curve(stems[m].path, stems[m].samplerate, speed, centre, hop) for m in members]
     best = (float(centre), -2.0)
     for start, ncc in curves:
@@ -1098,7 +1094,7 @@ def _aligned_all(stems: list[Stem], lag: float, n: int) -> list[np.ndarray]:
     i = math.floor(lag)
     frac = lag - i
     if abs(frac) < 1e-3:
-        return [read_segment(st.path, i, n) for st in stems]
+        return list(_segments(stems, i, n))
     from whichsound import fft
 
     pad = 64
@@ -1106,10 +1102,7 @@ def _aligned_all(stems: list[Stem], lag: float, n: int) -> list[np.ndarray]:
     m = fft_length(length + pad)  # zero tail: the circular wrap stays in the pad
     bounds = np.cumsum([0] + [st.channels for st in stems])
     seg = np.zeros((m, int(bounds[-1])), dtype=np.float32)
-    for st, a, b in zip(stems, bounds[:-1], bounds[1:], strict=True):
-        part = read_segment(st.path, i - pad, length)
-        if part.shape[1] != b - a:
-            raise AudioReadError(st.path, f"has {part.shape[1]} channels, {b - a} when it was discovered")
+    for part, a, b in zip(_segments(stems, i - pad, length), bounds[:-1], bounds[1:], strict=True):
         seg[:length, a:b] = part
     spec = fft.rfft(seg, axis=0, workers=-1)
     del seg
@@ -1117,6 +1110,16 @@ def _aligned_all(stems: list[Stem], lag: float, n: int) -> list[np.ndarray]:
     spec *= np.exp(2j * np.pi * k * frac / m).astype(np.complex64)[:, None]  # advance by frac samples
     out = fft.irfft(spec, m, axis=0, workers=-1)[pad : pad + n]
     return [out[:, a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def _segments(stems: list[Stem], start: int, n: int):
+    """Each stem's samples [start, start + n), (n, channels) float32; a stem whose channel count changed
+    since discovery is an AudioReadError (its channels would no longer line up with the fit's)."""
+    for st in stems:
+        part = read_segment(st.path, start, n)
+        if part.shape[1] != st.channels:
+            raise AudioReadError(st.path, f"has {part.shape[1]} channels, {st.channels} when it was discovered")
+        yield part
 
 
 def _regressors(stems, lag: float) -> RegressorReader:
