@@ -982,3 +982,58 @@ def test_a_removed_bands_residual_from_its_normal_equations_is_the_fits_own(monk
     monkeypatch.setattr(attribute, "REMOVED_BAND_DB", None)
     kept = decompose(clip, [line, elsewhere], SR)
     assert comparable_explained([right, wrong])[1] == pytest.approx(kept.explained, abs=1e-7)
+
+
+# -- what no shaping of the stems explains (Decomposition.unshaped) ------------------------------------
+
+
+def test_regained_is_what_one_more_gain_per_frame_explains():
+    from whichsound.attribute import _regained
+
+    rng = np.random.default_rng(2)
+    bins, frames = 20, 1000
+    weights = np.ones(bins)
+    fit = (rng.standard_normal((bins * frames, 1)) + 1j * rng.standard_normal((bins * frames, 1))).astype(np.complex64)
+    gain = (rng.standard_normal(frames) + 1j * rng.standard_normal(frames)).astype(np.complex64)
+    scaled = fit * np.tile(gain, bins)[:, None]  # band-major rows: bin-major, frames fastest
+    energy = float(np.sum(np.abs(scaled.astype(np.complex128)) ** 2))
+    # A residual that is the fit at another gain in every frame is all regained (float32 round-off: 1e-4).
+    assert _regained(fit, scaled, weights, frames) == pytest.approx(energy, rel=1e-4)
+    # One independent of the fit: a complex gain over 20 bins takes about a twentieth of it (1000 frames:
+    # the mean of that share varies by about 3 %; 20 % allows for it).
+    noise = (rng.standard_normal((bins * frames, 1)) + 1j * rng.standard_normal((bins * frames, 1))).astype(np.complex64)
+    noise_e = float(np.sum(np.abs(noise.astype(np.complex128)) ** 2))
+    assert _regained(fit, noise, weights, frames) == pytest.approx(noise_e / bins, rel=0.2)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_gain_that_moves_frame_by_frame_is_not_unshaped(seed):
+    # The mix's voice and steps through a gain swinging +-6 dB three times a second (a gain control): one
+    # gain per band over the whole clip leaves a sixth or more of it, one more per frame almost nothing.
+    clip, stems, _ = _room_recording(seed, room=False)
+    t = np.arange(len(clip)) / SR
+    moved = (clip[:, 0] * 10 ** (6 * np.sin(2 * np.pi * 3 * t + seed) / 20)).astype(np.float32)[:, None]
+    dec = decompose(moved, stems, SR)
+    resid, total = dec.heard_sums()
+    assert resid / total > 0.1
+    assert dec.unshaped < 0.01
+    assert decompose(clip, stems, SR).unshaped < 1e-4  # the excerpt itself
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_a_noise_heard_through_a_phone_is_beyond_any_shaping_of_the_stems(seed):
+    # A laugh as loud as the voice and steps together, in the room before the phone: what the stems leave
+    # even shaped frame by frame is at least NONE_UNSHAPED + 0.1 with it (measured 0.55-0.61), and under
+    # NONE_UNSHAPED - 0.1 without it (the phone's hiss, the room's tail: 0.16-0.24).
+    from whichsound.locate import NONE_UNSHAPED
+
+    clip, stems, _ = _room_recording(seed)
+    n = len(clip)
+    mix = (stems[0][:, 0] + stems[1][:, 0]).astype(np.float64)
+    laugh = np.roll(_fit(sfx("btanks__laugh01"), n).astype(np.float64), SR // 2)
+    laugh *= np.sqrt(np.sum(mix**2) / np.sum(laugh**2))
+    noisy = phone_in_a_room(mix + laugh, np.random.default_rng(seed)).astype(np.float32)[:, None]
+    without, with_laugh = decompose(clip, stems, SR), decompose(noisy, stems, SR)
+    assert without.degraded is not None and with_laugh.degraded is not None
+    assert without.unshaped < NONE_UNSHAPED - 0.1
+    assert with_laugh.unshaped >= NONE_UNSHAPED + 0.1

@@ -516,3 +516,35 @@ def test_a_stem_whose_channels_changed_since_discovery_is_named(tmp_path):
     for lag in (100.0, 100.5):
         with pytest.raises(AudioReadError, match="R1_FX.wav.*1 channels, 2 when it was discovered"):
             loc._aligned_all([wrong], lag, 1000)
+
+
+def test_a_degraded_clip_the_stems_cannot_shape_into_is_in_no_stem(tmp_path):
+    # The residual is the clip's own floor in every frame (no excess over it), so the other rules keep the
+    # top stem; a degraded copy whose stems, shaped frame by frame, still leave NONE_UNSHAPED of it is in
+    # no stem. Not for a clip that is not degraded, nor under the threshold.
+    from dataclasses import replace
+
+    import whichsound.locate as loc
+    from whichsound.attribute import Decomposition, Match
+    from whichsound.stems import discover
+
+    for name in ("R1_DX.wav", "R1_FX.wav"):
+        write_wav(tmp_path / name, np.zeros(SR, np.float32))
+    stems = tuple(sorted(discover([str(tmp_path)]).stems, key=lambda s: s.rel))
+    frames = 100
+    comp = np.tile([0.6, 0.1], (frames, 1))
+    dec = Decomposition(np.arange(frames) * 0.01, comp, np.full(frames, 0.3), np.ones(frames), np.ones(frames),
+                        degraded={"balanced": True, "tails_decay_s": None}, unshaped=loc.NONE_UNSHAPED + 0.02)
+    matches = [Match(st, 0, 0.0, 0.5, 20.0, share=sh) for st, sh in zip(stems, (0.6, 0.1), strict=True)]
+
+    def verdict(d):
+        h = loc.Hypothesis(("reel",), stems, 0.0, (), d)
+        return loc._verdict(h, matches, 8.0, None)
+
+    v = verdict(dec)
+    assert v.match is None and v.origin == "none"
+    assert v.evidence["unshaped"] == pytest.approx(loc.NONE_UNSHAPED + 0.02)
+    assert "frame by frame" in v.text
+    assert verdict(replace(dec, unshaped=loc.NONE_UNSHAPED - 0.02)).match.stem.rel == "R1_DX.wav"
+    kept = verdict(replace(dec, degraded=None))
+    assert kept.match.stem.rel == "R1_DX.wav" and "unshaped" not in kept.evidence

@@ -91,6 +91,11 @@ class Decomposition:
     #: bin) -> (residual, clip energy) there under the band's own fit: what they would add to `heard` if
     #: another fit of the clip shows the path passes them (comparable_explained).
     bands_removed: dict = field(default_factory=dict)
+    #: Share of the clip's energy, over the bands it kept and all its frames, that the stems' fitted sum
+    #: leaves unexplained even with one more gain per band and frame (see decompose): what no path that
+    #: changes level and EQ over time (a codec, a phone's gain control) can make of the stems. None: not
+    #: measured (no band kept).
+    unshaped: float | None = None
 
     def beyond(self) -> tuple[np.ndarray, np.ndarray] | None:
         """`context`, read on first use: most clips never need it (event_focus's edge test settles them)."""
@@ -457,6 +462,10 @@ def decompose(
     # Per band, each stem's fitted part and the residual where the clip was heard (see _reverb_tails).
     band_parts = np.zeros((len(edges), F, n_src))
     band_resid = np.zeros((len(edges), F))
+    # Per frame, what one more complex gain per band and frame on the fitted sum would take from the
+    # residual (|<fit, residual>|^2 / |fit|^2), and the clip's energy in the bands kept whole.
+    reshaped = 0.0
+    kept_heard = 0.0
     for f0, f1, Xb, Ab in blocks():
         fb = f1 - f0
         for j, (lo, hi) in enumerate(edges):
@@ -486,13 +495,17 @@ def decompose(
                         total_e[f0:f1] += unexplained
                         heard_total[f0:f1] += _frame_energy(y_b, wb, fb)
                 else:
-                    unexplained = _frame_energy(y_b - fit_total, wb, fb)
+                    diff = y_b - fit_total
+                    unexplained = _frame_energy(diff, wb, fb)
                     resid_e[f0:f1] += unexplained
                     band_parts[j, f0:f1] += e_parts
                     band_resid[j, f0:f1] += unexplained
                     heard = _frame_energy(y_b, wb, fb)
                     total_e[f0:f1] += heard
                     heard_total[f0:f1] += heard
+                    reshaped += _regained(fit_total, diff, wb, fb)
+                    kept_heard += float(heard.sum())
+    unshaped = None if kept_heard <= 0 else max(0.0, float(band_resid.sum()) - reshaped) / kept_heard
     balanced = None
     degraded = None
     if _residual_floor(resid_e, total_e) >= DEGRADED_FLOOR:
@@ -544,7 +557,7 @@ def decompose(
     # The residual is only ever counted where the clip was heard; the total also counts the lost bands.
     return Decomposition(t_frames, comp_e, resid_e, total_e, np.ones(F), heard=(resid_e, heard_total),
                          context=context, degraded=degraded, bands_passed=bands_passed,
-                         bands_removed=bands_removed)
+                         bands_removed=bands_removed, unshaped=unshaped)
 
 
 def _own_fit_energies(g: np.ndarray, power: np.ndarray, G: np.ndarray, R: np.ndarray, bin_weight: np.ndarray,
@@ -809,6 +822,16 @@ def _component_energy(A: np.ndarray, gains: list[np.ndarray], edges: list[tuple[
 REMOVED_BAND_DB: float | None = 15.0
 #: Only bands where the stems have energy within this many dB of their strongest band judge the transfer.
 _TRANSFER_RANGE_DB = 40.0
+
+
+def _regained(fit: np.ndarray, resid: np.ndarray, weights: np.ndarray, frames: int) -> float:
+    """Residual energy one more complex gain per frame on a band's fitted sum would explain: sum over
+    frames of |<fit, resid>|^2 / |fit|^2, bins weighted by `weights`, clip channels sharing the gain
+    (band-major `fit`, `resid`: (bins x frames, clip channels) complex64)."""
+    cross = weights @ np.einsum("ij,ij->i", np.conj(fit), resid).reshape(-1, frames)
+    power = _frame_energy(fit, weights, frames)
+    live = power > 0
+    return float((np.abs(cross[live]) ** 2 / power[live]).sum())
 
 
 def _frame_energy(z: np.ndarray, weights: np.ndarray, frames: int) -> np.ndarray:

@@ -79,6 +79,11 @@ RESCAN_BELOW = 0.5
 NONE_EXCESS = 0.2
 NONE_RATIO = 0.5
 NONE_DOMINANCE = 10.0
+#: A degraded clip (a phone, a room) is also in no stem when this share of what it kept is left even by
+#: the stems' fitted sum with its level and EQ followed frame by frame (Decomposition.unshaped): the
+#: floor such a copy sets is its own, measured within the clip, and a noise heard all through the clip
+#: raises it with the residual.
+NONE_UNSHAPED = 0.40
 #: Production takes fitted per search at most (the strongest by coarse peak); the others are listed unfitted.
 MAX_TAKE_FITS = 4
 #: No further take is fitted once a timeline explains this share of the clip and a take already explains
@@ -1356,6 +1361,9 @@ def _verdict(winner: Hypothesis, matches: list[Match], zcrit: float, min_score: 
         # that explains under a tenth of what is left unexplained is not the source.
         or dec.residual >= NONE_DOMINANCE * top_share
     )
+    unshaped = dec.unshaped if dec.degraded is not None else None
+    beyond_shaping = unshaped is not None and unshaped >= NONE_UNSHAPED and not in_no_stem
+    in_no_stem = in_no_stem or beyond_shaping
     evidence = {
         "top_share": round(top_share, 4),
         "second_share": round(second, 4),
@@ -1367,6 +1375,8 @@ def _verdict(winner: Hypothesis, matches: list[Match], zcrit: float, min_score: 
         "z_critical": round(zcrit, 2),
         "score": round(top.score, 4),
     }
+    if unshaped is not None:
+        evidence["unshaped"] = round(unshaped, 4)
     if z_fit is not None:
         evidence["z_fit"] = round(z_fit, 2)
     if dec.degraded is not None:
@@ -1378,11 +1388,13 @@ def _verdict(winner: Hypothesis, matches: list[Match], zcrit: float, min_score: 
         part = Match(**{**part.__dict__, "channel": contained.channel})
         evidence["beyond_stem"] = round(contained.beyond, 4)
     if (not aligned or in_no_stem) and part is None:
-        why = (
-            f"{excess:.2f} of it is in no stem ({shares_txt}, residual {dec.residual:.2f})"
-            if aligned
-            else "no stem correlates with it above the noise floor"
-        )
+        if not aligned:
+            why = "no stem correlates with it above the noise floor"
+        elif beyond_shaping:
+            why = (f"{unshaped:.2f} of what the copy kept is in no stem, even with the stems' level and EQ "
+                   f"followed frame by frame ({shares_txt}, residual {dec.residual:.2f})")
+        else:
+            why = f"{excess:.2f} of it is in no stem ({shares_txt}, residual {dec.residual:.2f})"
         conf = confidence_of(evidence, found=False) if aligned else 0.9
         text = f"In no stem: {why}. It was added after the stems (print, review copy or room)."
         change = abs(winner.speed - 1.0)
