@@ -35,6 +35,7 @@ from whichsound.align import (
     make_template,
     merge_scans,
     ncc_around,
+    polish_speed,
     refine_speed,
     scan_array,
     scan_file,
@@ -959,6 +960,9 @@ def _speed_searched(groups, stems, cache, index, focus, band) -> list[Hypothesis
             continue
         if abs(sp2 - 1.0) < SPEED_TOLERANCE:
             sp2 = 1.0
+        else:
+            sp2, lag2 = polish_speed(lambda start, n, members=members: _virtual_mix(members, stems, start, n),
+                                     cache.mono, cache.clip.samplerate, sr, sp2, lag2)
         trials = [(sp2, lag2)]
         # Envelopes and drift pin a clip's speed to a few tenths of a percent (a 0.6 s clip) or a few
         # thousandths (5 s): the speed changes met in post (STANDARD_SPEEDS) that near it are tried too,
@@ -1050,6 +1054,12 @@ def _group_hypotheses(key, members, stems, scans, cache, speed, focus, band, *,
             lag = _refine_group(members, stems, cache, 1.0, int(round(lag)), 32)[0]
         else:
             lag = best.lag
+    elif quality > 0.0:
+        sp, lag = polish_speed(lambda start, n: _virtual_mix(members, stems, start, n), cache.mono,
+                               cache.clip.samplerate, stems[members[0]].samplerate, sp, lag)
+        ratio = min((r for r, _ in STANDARD_SPEEDS), key=lambda r: abs(r / sp - 1.0))
+        if abs(ratio / sp - 1.0) < SPEED_TOLERANCE:  # as one within it is 1
+            sp = ratio
     if quality > 0.0 and (sp != best.speed or abs(lag - best.lag) > 1e-3):
         hyps.append(_fit(key, members, stems, scans, cache, lag, sp, focus, band))
     if quality > 0.0 and sp != 1.0:
