@@ -998,12 +998,12 @@ def test_regained_is_what_one_more_gain_per_frame_explains():
     scaled = fit * np.tile(gain, bins)[:, None]  # band-major rows: bin-major, frames fastest
     energy = float(np.sum(np.abs(scaled.astype(np.complex128)) ** 2))
     # A residual that is the fit at another gain in every frame is all regained (float32 round-off: 1e-4).
-    assert _regained(fit, scaled, weights, frames) == pytest.approx(energy, rel=1e-4)
+    assert _regained(fit, scaled, weights, frames).sum() == pytest.approx(energy, rel=1e-4)
     # One independent of the fit: a complex gain over 20 bins takes about a twentieth of it (1000 frames:
     # the mean of that share varies by about 3 %; 20 % allows for it).
     noise = (rng.standard_normal((bins * frames, 1)) + 1j * rng.standard_normal((bins * frames, 1))).astype(np.complex64)
     noise_e = float(np.sum(np.abs(noise.astype(np.complex128)) ** 2))
-    assert _regained(fit, noise, weights, frames) == pytest.approx(noise_e / bins, rel=0.2)
+    assert _regained(fit, noise, weights, frames).sum() == pytest.approx(noise_e / bins, rel=0.2)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -1023,8 +1023,8 @@ def test_a_gain_that_moves_frame_by_frame_is_not_unshaped(seed):
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_a_noise_heard_through_a_phone_is_beyond_any_shaping_of_the_stems(seed):
     # A laugh as loud as the voice and steps together, in the room before the phone: what the stems leave
-    # even shaped frame by frame is at least NONE_UNSHAPED + 0.1 with it (measured 0.55-0.61), and under
-    # NONE_UNSHAPED - 0.1 without it (the phone's hiss, the room's tail: 0.16-0.24).
+    # even shaped frame by frame, above each band's steady floor, is at least NONE_UNSHAPED + 0.05 with it
+    # (measured 0.38-0.43), and under NONE_UNSHAPED - 0.05 without it (the room's tail: 0.14-0.22).
     from whichsound.locate import NONE_UNSHAPED
 
     clip, stems, _ = _room_recording(seed)
@@ -1035,5 +1035,23 @@ def test_a_noise_heard_through_a_phone_is_beyond_any_shaping_of_the_stems(seed):
     noisy = phone_in_a_room(mix + laugh, np.random.default_rng(seed)).astype(np.float32)[:, None]
     without, with_laugh = decompose(clip, stems, SR), decompose(noisy, stems, SR)
     assert without.degraded is not None and with_laugh.degraded is not None
-    assert without.unshaped < NONE_UNSHAPED - 0.1
-    assert with_laugh.unshaped >= NONE_UNSHAPED + 0.1
+    assert without.unshaped < NONE_UNSHAPED - 0.05
+    assert with_laugh.unshaped >= NONE_UNSHAPED + 0.05
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_a_copys_steady_hiss_is_not_taken_for_a_noise(seed, monkeypatch):
+    # The phone recording with a white hiss as loud as itself (the BBC's noisy copy in test_external is
+    # one): half of it lies beyond any shaping of the stems, but steadily, in every frame; each band's
+    # steady floor takes it out (0.15-0.19 left), where with none taken it read 0.49-0.53.
+    import whichsound.attribute as attribute
+    from whichsound.locate import NONE_UNSHAPED
+
+    clip, stems, _ = _room_recording(seed)
+    mix = (stems[0][:, 0] + stems[1][:, 0]).astype(np.float64)
+    rec = phone_in_a_room(mix, np.random.default_rng(seed))
+    hiss = np.random.default_rng(seed + 10).standard_normal(len(rec)) * np.sqrt(np.mean(rec**2))
+    noisy = (rec + hiss).astype(np.float32)[:, None]
+    assert decompose(noisy, stems, SR).unshaped < NONE_UNSHAPED - 0.1
+    monkeypatch.setattr(attribute, "UNSHAPED_FLOOR_PERCENTILE", 0.0)
+    assert decompose(noisy, stems, SR).unshaped > NONE_UNSHAPED + 0.1
