@@ -1023,8 +1023,8 @@ def test_a_gain_that_moves_frame_by_frame_is_not_unshaped(seed):
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_a_noise_heard_through_a_phone_is_beyond_any_shaping_of_the_stems(seed):
     # A laugh as loud as the voice and steps together, in the room before the phone: what the stems leave
-    # even shaped frame by frame, above each band's steady floor, is at least NONE_UNSHAPED + 0.05 with it
-    # (measured 0.38-0.43), and under NONE_UNSHAPED - 0.05 without it (the room's tail: 0.14-0.22).
+    # even shaped frame by frame, above each band's steady floor, is over NONE_UNSHAPED with it (measured
+    # 0.38-0.43), and at least 0.1 under it without (the room's tail: 0.14-0.22).
     from whichsound.locate import NONE_UNSHAPED
 
     clip, stems, _ = _room_recording(seed)
@@ -1035,8 +1035,8 @@ def test_a_noise_heard_through_a_phone_is_beyond_any_shaping_of_the_stems(seed):
     noisy = phone_in_a_room(mix + laugh, np.random.default_rng(seed)).astype(np.float32)[:, None]
     without, with_laugh = decompose(clip, stems, SR), decompose(noisy, stems, SR)
     assert without.degraded is not None and with_laugh.degraded is not None
-    assert without.unshaped < NONE_UNSHAPED - 0.05
-    assert with_laugh.unshaped >= NONE_UNSHAPED + 0.05
+    assert without.unshaped < NONE_UNSHAPED - 0.1
+    assert with_laugh.unshaped > NONE_UNSHAPED
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
