@@ -463,10 +463,6 @@ def decompose(
     # Per band, each stem's fitted part and the residual where the clip was heard (see _reverb_tails).
     band_parts = np.zeros((len(edges), F, n_src))
     band_resid = np.zeros((len(edges), F))
-    # Per band and frame, the residual less what one more complex gain on the fitted sum would take from
-    # it (|<fit, residual>|^2 / |fit|^2), and the clip's energy in the bands kept whole.
-    band_unshaped = np.zeros((len(edges), F))
-    kept_heard = 0.0
     for f0, f1, Xb, Ab in blocks():
         fb = f1 - f0
         for j, (lo, hi) in enumerate(edges):
@@ -496,23 +492,18 @@ def decompose(
                         total_e[f0:f1] += unexplained
                         heard_total[f0:f1] += _frame_energy(y_b, wb, fb)
                 else:
-                    diff = y_b - fit_total
-                    unexplained = _frame_energy(diff, wb, fb)
+                    unexplained = _frame_energy(y_b - fit_total, wb, fb)
                     resid_e[f0:f1] += unexplained
                     band_parts[j, f0:f1] += e_parts
                     band_resid[j, f0:f1] += unexplained
                     heard = _frame_energy(y_b, wb, fb)
                     total_e[f0:f1] += heard
                     heard_total[f0:f1] += heard
-                    band_unshaped[j, f0:f1] += unexplained - _regained(fit_total, diff, wb, fb)
-                    kept_heard += float(heard.sum())
-    unshaped = None
-    if kept_heard > 0:
-        steady = np.percentile(band_unshaped, UNSHAPED_FLOOR_PERCENTILE, axis=1, keepdims=True)
-        unshaped = float(np.maximum(band_unshaped - steady, 0.0).sum()) / kept_heard
     balanced = None
     degraded = None
+    unshaped = None
     if _residual_floor(resid_e, total_e) >= DEGRADED_FLOOR:
+        unshaped = _unshaped(blocks, edges, gains, bmask, live_bin, bin_weight, F, K, cc)
         # A room, a phone's codec: the fit's gains describe how each stem survived the path, not its level
         # in the mix. The stems' tails go back to them, and those present share what the fit explains
         # as their own energies in the mix do.
@@ -826,6 +817,32 @@ def _component_energy(A: np.ndarray, gains: list[np.ndarray], edges: list[tuple[
 REMOVED_BAND_DB: float | None = 15.0
 #: Only bands where the stems have energy within this many dB of their strongest band judge the transfer.
 _TRANSFER_RANGE_DB = 40.0
+
+
+def _unshaped(blocks, edges, gains, bmask, live_bin, bin_weight, frames: int, K: int, cc: int) -> float | None:
+    """Decomposition.unshaped, from decompose's blocks of STFT frames and its gains per band: per band and
+    frame, the residual less what one more complex gain on the fitted sum takes from it (_regained), above
+    the band's UNSHAPED_FLOOR_PERCENTILE over frames, over the clip's energy in the bands it kept. Measured
+    for degraded clips only (a pass over the bands again): an excerpt of the mix never needs it."""
+    band_unshaped = np.zeros((len(edges), frames))
+    kept_heard = 0.0
+    for f0, f1, Xb, Ab in blocks():
+        fb = f1 - f0
+        for j, (lo, hi) in enumerate(edges):
+            keep = bmask[lo:hi] & live_bin[lo:hi]
+            if not keep.any():
+                continue
+            a_b = (Ab[lo:hi] if keep.all() else Ab[lo:hi][keep]).reshape(-1, K)
+            y_b = (Xb[lo:hi] if keep.all() else Xb[lo:hi][keep]).reshape(-1, cc)
+            wb = bin_weight[lo:hi][keep]
+            fit = a_b @ gains[j]
+            diff = y_b - fit
+            band_unshaped[j, f0:f1] = _frame_energy(diff, wb, fb) - _regained(fit, diff, wb, fb)
+            kept_heard += float(_frame_energy(y_b, wb, fb).sum())
+    if kept_heard <= 0:
+        return None
+    steady = np.percentile(band_unshaped, UNSHAPED_FLOOR_PERCENTILE, axis=1, keepdims=True)
+    return float(np.maximum(band_unshaped - steady, 0.0).sum()) / kept_heard
 
 
 #: A band's steady floor of what the stems leave (Decomposition.unshaped): this percentile over its frames.
