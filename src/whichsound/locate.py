@@ -962,9 +962,6 @@ def _speed_searched(groups, stems, cache, index, focus, band) -> list[Hypothesis
             continue
         if abs(sp2 - 1.0) < SPEED_TOLERANCE:
             sp2 = 1.0
-        else:
-            sp2, lag2 = polish_speed(lambda start, n, members=members: _virtual_mix(members, stems, start, n),
-                                     cache.mono, cache.clip.samplerate, sr, sp2, lag2)
         trials = [(sp2, lag2)]
         # Envelopes and drift pin a clip's speed to a few tenths of a percent (a 0.6 s clip) or a few
         # thousandths (5 s): the speed changes met in post (STANDARD_SPEEDS) that near it are tried too,
