@@ -521,7 +521,7 @@ def test_a_stem_whose_channels_changed_since_discovery_is_named(tmp_path):
 def test_a_degraded_clip_the_stems_cannot_shape_into_is_in_no_stem(tmp_path):
     # The residual is the clip's own floor in every frame (no excess over it), so the other rules keep the
     # top stem; a degraded copy whose stems, shaped frame by frame, still leave NONE_UNSHAPED of it is in
-    # no stem. Not for a clip that is not degraded, nor under the threshold.
+    # no stem. Not under the threshold, nor for a clip decompose did not measure (not degraded).
     from dataclasses import replace
 
     import whichsound.locate as loc
@@ -546,5 +546,5 @@ def test_a_degraded_clip_the_stems_cannot_shape_into_is_in_no_stem(tmp_path):
     assert v.evidence["unshaped"] == pytest.approx(loc.NONE_UNSHAPED + 0.02)
     assert "frame by frame" in v.text
     assert verdict(replace(dec, unshaped=loc.NONE_UNSHAPED - 0.02)).match.stem.rel == "R1_DX.wav"
-    kept = verdict(replace(dec, degraded=None))
+    kept = verdict(replace(dec, unshaped=None))  # as decompose leaves a clip that is not degraded
     assert kept.match.stem.rel == "R1_DX.wav" and "unshaped" not in kept.evidence

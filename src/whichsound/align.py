@@ -616,15 +616,18 @@ POLISH_SPAN = 1.5e-3
 POLISH_TOLERANCE = 5e-6
 
 
-def _whole_peak(read, x: np.ndarray, clip_sr: int, stem_sr: int, speed: float, lag: float,
-                radius: int = 48) -> tuple[float, float]:
-    """The whole clip, put in stem time at `speed`, against the reference within `radius` samples of `lag`:
-    (peak |NCC|, fractional lag of its first sample there)."""
+_POLISH_RADIUS = 48
+
+
+def _whole_peak(ref: np.ndarray, first: int, x: np.ndarray, clip_sr: int, stem_sr: int,
+                speed: float) -> tuple[float, float]:
+    """The whole clip, put in stem time at `speed`, against reference samples `ref` (from stem sample
+    `first`, _POLISH_RADIUS before the lag and long enough for any speed tried): (peak |NCC|, fractional
+    lag of its first sample there)."""
     y = clip_in_stem_time(x, clip_sr, stem_sr, speed)
-    first = int(np.floor(lag)) - radius
-    ncc = np.abs(ncc_lags(make_template(y, stem_sr), read(first, len(y) + 2 * radius + 1)).astype(np.float64))
+    ncc = np.abs(ncc_lags(make_template(y, stem_sr), ref[: len(y) + 2 * _POLISH_RADIUS + 1]).astype(np.float64))
     if len(ncc) == 0:
-        return 0.0, lag
+        return 0.0, float(first + _POLISH_RADIUS)
     i, frac = _parabolic_peak(ncc)
     return float(ncc[i]), first + i + frac
 
@@ -637,26 +640,35 @@ def polish_speed(read, x: np.ndarray, clip_sr: int, stem_sr: int, speed: float, 
     sample or two of drift, so the peak is narrow: about 1e-4 wide for a 0.6 s clip."""
     if len(x) > POLISH_MAX_S * clip_sr:
         return speed, lag
-    base = _whole_peak(read, x, clip_sr, stem_sr, speed, lag)[0]
+    first = int(np.floor(lag)) - _POLISH_RADIUS
+    # Read once, for the longest the clip gets at any speed tried (the stems summed from disk each time
+    # cost more than the correlation of a short clip).
+    longest = len(clip_in_stem_time(x, clip_sr, stem_sr, speed + POLISH_SPAN))
+    ref = read(first, longest + 2 * _POLISH_RADIUS + 1)
+
+    def peak(sp: float) -> tuple[float, float]:
+        return _whole_peak(ref, first, x, clip_sr, stem_sr, sp)
+
+    base = peak(speed)[0]
     if base < POLISH_MIN_NCC:
         return speed, lag
     g = (5.0**0.5 - 1.0) / 2.0
     a, b = speed - POLISH_SPAN, speed + POLISH_SPAN
     c, d = b - g * (b - a), a + g * (b - a)
-    fc = _whole_peak(read, x, clip_sr, stem_sr, c, lag)[0]
-    fd = _whole_peak(read, x, clip_sr, stem_sr, d, lag)[0]
+    fc = peak(c)[0]
+    fd = peak(d)[0]
     while b - a > POLISH_TOLERANCE:
         if fc > fd:
             b, d, fd = d, c, fc
             c = b - g * (b - a)
-            fc = _whole_peak(read, x, clip_sr, stem_sr, c, lag)[0]
+            fc = peak(c)[0]
         else:
             a, c, fc = c, d, fd
             d = a + g * (b - a)
-            fd = _whole_peak(read, x, clip_sr, stem_sr, d, lag)[0]
+            fd = peak(d)[0]
     best = (a + b) / 2.0
-    peak, at = _whole_peak(read, x, clip_sr, stem_sr, best, lag)
-    return (float(best), float(at)) if peak > base else (speed, lag)
+    top, at = peak(best)
+    return (float(best), float(at)) if top > base else (speed, lag)
 
 
 #: Envelope features for the speed search: analysis rate (Hz), frame hop (samples at that rate), FFT size.

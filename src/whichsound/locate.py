@@ -83,9 +83,9 @@ NONE_DOMINANCE = 10.0
 #: A degraded clip (a phone, a room) is also in no stem when this share of what it kept is left even by
 #: the stems' fitted sum with its level and EQ followed frame by frame, above each band's steady floor
 #: (Decomposition.unshaped): the floor the other rules measure within the clip rises with a noise heard
-#: all through it. Public bench phone clips, seeds 1-9: the stems' clips reach 0.334, the 'none' clips
-#: the other rules miss 0.25-0.46 (those over 0.36: 5 of 20); a copy with a steady hiss as loud as itself
-#: reads 0.08-0.19. Set clear of the stems' clips: a false "none" costs a right answer.
+#: all through it. Public bench phone clips, seeds 1-9: the stems' clips the other rules keep reach 0.334,
+#: the 'none' clips they miss 0.10-0.52 (those over 0.36: 5 of 24); a copy with a steady hiss as loud as
+#: itself reads 0.08-0.19. Set clear of the stems' clips: a false "none" costs a right answer.
 NONE_UNSHAPED = 0.36
 #: Production takes fitted per search at most (the strongest by coarse peak); the others are listed unfitted.
 MAX_TAKE_FITS = 4
@@ -1056,7 +1056,7 @@ def _group_hypotheses(key, members, stems, scans, cache, speed, focus, band, *,
     elif quality > 0.0:
         sp, lag = polish_speed(lambda start, n: _virtual_mix(members, stems, start, n), cache.mono,
                                cache.clip.samplerate, stems[members[0]].samplerate, sp, lag)
-        ratio = min((r for r, _ in STANDARD_SPEEDS), key=lambda r: abs(r / sp - 1.0))
+        ratio = _nearest_standard(sp)
         if abs(ratio / sp - 1.0) < SPEED_TOLERANCE:  # as one within it is 1
             sp = ratio
     if quality > 0.0 and (sp != best.speed or abs(lag - best.lag) > 1e-3):
@@ -1066,11 +1066,16 @@ def _group_hypotheses(key, members, stems, scans, cache, speed, focus, band, *,
         # far off loses the top of the spectrum (a 2 s pull-down clip measured 0.023 % off: 0.94 explained,
         # 1.00 at 1000/1001). The nearest standard change (STANDARD_SPEEDS) is fitted too when it lies
         # within SNAP_SPEED and nearer than no change at all, its lag refined at full rate; the fits decide.
-        ratio = min((r for r, _ in STANDARD_SPEEDS), key=lambda r: abs(r / sp - 1.0))
+        ratio = _nearest_standard(sp)
         if ratio != sp and abs(ratio / sp - 1.0) <= min(SNAP_SPEED, abs(sp - 1.0)):
             at = _refine_group(members, stems, cache, ratio, int(round(lag)), SNAP_RADIUS)[0]
             hyps.append(_fit(key, members, stems, scans, cache, at, ratio, focus, band))
     return hyps
+
+
+def _nearest_standard(speed: float) -> float:
+    """The standard speed change (STANDARD_SPEEDS) nearest `speed`, as a ratio."""
+    return min((r for r, _ in STANDARD_SPEEDS), key=lambda r: abs(r / speed - 1.0))
 
 
 def _own_peak_strong(b: int, members, scans, first) -> bool:
@@ -1380,7 +1385,7 @@ def _verdict(winner: Hypothesis, matches: list[Match], zcrit: float, min_score: 
         # that explains under a tenth of what is left unexplained is not the source.
         or dec.residual >= NONE_DOMINANCE * top_share
     )
-    unshaped = dec.unshaped if dec.degraded is not None else None
+    unshaped = dec.unshaped  # measured for degraded clips only (decompose)
     beyond_shaping = unshaped is not None and unshaped >= NONE_UNSHAPED and not in_no_stem
     in_no_stem = in_no_stem or beyond_shaping
     evidence = {
