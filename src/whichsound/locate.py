@@ -737,7 +737,10 @@ def _presearch(sel: list[Stem], cache: _ClipCache, index, near) -> tuple[dict, d
             c.lags = int(data.shape[1])
         return out
 
-    found = {j: got for (j, _), got in zip(todo, _pmap(scanned, todo, short), strict=True)}
+    try:
+        found = {j: got for (j, _), got in zip(todo, _pmap(scanned, todo, short), strict=True)}
+    except CacheError:
+        return None  # an array removed meanwhile (another process's `index --remove`): search everywhere
     ruled = {j: e.analysis_frames * e.channels for j, e in enumerate(entries) if j not in found}
     return found, ruled
 
@@ -943,8 +946,13 @@ def _speed_searched(groups, stems, cache, index, focus, band) -> list[Hypothesis
     """
     if index is None or index.rate != ENV_RATE:
         return []
+    from whichsound.index import CacheError
+
     keys = [k for k, members in groups.items() if all(stems[m].samplerate > index.rate for m in members)]
-    refs = [_timeline_features(index, groups[k], stems) for k in keys]
+    try:
+        refs = [_timeline_features(index, groups[k], stems) for k in keys]
+    except (CacheError, InputError):
+        return []  # an entry gone or unbuildable: the clip is searched at speed 1 only
     found = speed_search(cache.mono, cache.clip.samplerate, refs)
     ranked = sorted(zip(keys, found, strict=True), key=lambda kv: -kv[1][2])[:2]
     out = []
