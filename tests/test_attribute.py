@@ -560,6 +560,72 @@ def test_lost_bands_count_a_stem_at_its_power_transfer_not_at_its_borrowed_chann
     assert decompose(y[:, None], regs, SR).shares[0] < truth[0] - 0.08
 
 
+def _stems_reader(c0: int, *stems: np.ndarray) -> RegressorReader:
+    """The stems under a clip that starts at sample c0 of them, read past its ends (zeros off theirs)."""
+
+    def read(start: int, count: int) -> list[np.ndarray]:
+        out = []
+        for x in stems:
+            seg = np.zeros((count, 1), dtype=np.float32)
+            s0 = c0 + start
+            lo_, hi_ = max(s0, 0), min(s0 + count, len(x))
+            seg[lo_ - s0 : hi_ - s0, 0] = x[lo_:hi_]
+            out.append(seg)
+        return out
+
+    return RegressorReader(tuple(1 for _ in stems), read)
+
+
+@pytest.mark.parametrize("bed_db", [-12.0, -18.0])
+def test_a_sound_on_its_stems_bed_is_found_by_its_rise_over_the_stem_around_the_clip(bed_db, monkeypatch):
+    # A bird over the forest ambience of the backgrounds stem, under a continuous line, cut with 0.23 s of
+    # air before it and ending at the cut. The bed keeps the stem within 20 dB of the bird's peak at the
+    # clip's start and past its end, so neither the edge test nor the test beyond the cut finds it; the
+    # fixed handles (0.14 s at each end) cut the bird's end and pick the line. The bird rises well over
+    # 10 dB above its stem around the clip: over its extent it holds 0.55 of the clip.
+    length, c0 = int(2.0 * SR), int(0.5 * SR)
+    bird = sfx("scratch__Animal__Bird")[: int(0.34 * SR)]
+    n = int(0.23 * SR) + len(bird)
+    a = c0 + int(0.23 * SR)
+    dx = speech("sense_and_sensibility_01_austen_64kb-0870")[int(1.5 * SR) : int(1.5 * SR) + length].copy()
+    bed = load_sound("amb/btanks__forest.flac", 2.0, start_s=5.0)
+    bg = bed * np.float32(10 ** ((rms_db(bird) - rms_db(bed) + bed_db) / 20))
+    bg[a : a + len(bird)] += bird
+    i0, i1 = a, a + len(bird)
+    dx *= np.float32(np.sqrt(0.45 / 0.55 * np.sum(bg[i0:i1] ** 2) / np.sum(dx[i0:i1] ** 2)))
+    clip = (dx + bg)[c0 : c0 + n, None]
+    dec = decompose(clip, _stems_reader(c0, dx, bg), SR, context_s=EVENT_CONTEXT_S)
+
+    handles, _ = dec.summarise(focus_weights(dec.times, n / SR))
+    assert handles[0] > handles[1]  # the case this is for: the fixed handles pick the line
+    import whichsound.attribute as attribute
+
+    monkeypatch.setattr(attribute, "EVENT_RISE_DB", 1e3)
+    assert event_focus(dec, n / SR, 0.25) is None  # the edge test and the test beyond the cut alone
+    monkeypatch.undo()
+    choose_focus(dec, n / SR)
+    shares, _ = dec.summarise()
+    assert dec.focus == "event" and shares[1] > shares[0]
+    assert shares[1] == pytest.approx(0.55, abs=0.05)  # the truth over the bird; the frames' edges
+    span = dec.times[dec.weights > 0]
+    # From the bird's start (within 1.5 hops: the frames smear its onset) to the cut.
+    assert span.min() == pytest.approx(0.23, abs=0.02) and span.max() == pytest.approx(n / SR, abs=0.02)
+
+
+def test_a_line_over_a_bed_read_past_the_clip_is_no_event():
+    # A line over an ambience bed, cut from the middle of both, with the stems read past its ends: the line
+    # and the bed play as loud around the clip as in it, so neither rises over its stem there and the clip
+    # less its handles counts.
+    length, c0, n = int(3.0 * SR), int(1.0 * SR), int(1.2 * SR)
+    dx = speech("sense_and_sensibility_01_austen_64kb-0870")[: length].copy()
+    bg = 0.5 * load_sound("amb/btanks__forest.flac", 3.0, start_s=5.0)
+    dec = decompose((dx + bg)[c0 : c0 + n, None], _stems_reader(c0, dx, bg), SR, context_s=EVENT_CONTEXT_S)
+    assert event_focus(dec, n / SR, 0.25) is None
+    assert dec.context is not None  # the stems past the clip were read and looked at
+    choose_focus(dec, n / SR)
+    assert dec.focus == "handles"
+
+
 def test_no_event_focus_when_every_sound_runs_through_the_clip_edges():
     # A line over an ambience bed, cut from the middle of both: nothing starts and ends inside the clip,
     # so the clip less its handles is what counts. With `at` the pointed instant wins over any event.

@@ -1069,6 +1069,9 @@ EVENT_MIN_SHARE = 0.05
 EVENT_BEYOND_S = 0.01
 #: How far (s) past the clip's ends decompose() follows the stems for event_focus: its handles' length.
 EVENT_CONTEXT_S = 0.25
+#: A sound on its stem's bed (a bird over the backgrounds' ambience, a goose over a park) rises at least
+#: this many dB over anything its stem plays in the EVENT_CONTEXT_S around the clip: see event_focus.
+EVENT_RISE_DB = 10.0
 
 
 def event_focus(dec: Decomposition, duration_s: float, handle_s: float) -> tuple[int, np.ndarray] | None:
@@ -1088,6 +1091,13 @@ def event_focus(dec: Decomposition, duration_s: float, handle_s: float) -> tuple
     past the cut, stays EVENT_EXTENT_DB under its peak in the clip from EVENT_BEYOND_S outside either end:
     its sound ends where the cut does. Measured on the public bench (clean clips, truth offsets, seeds
     1-7, 210 clips): 199 -> 201 right, none lost.
+
+    A sound on its stem's bed (a bird over the ambience of the backgrounds stem) is never EVENT_EXTENT_DB
+    under its peak around it, and fails both tests. When neither finds a stem, a stem passes whose peak in
+    the clip rises EVENT_RISE_DB over the most its part reaches beyond EVENT_BEYOND_S outside either end
+    (the bed and whatever else it plays around the clip); its extent is the frames over that level (and
+    within EVENT_EXTENT_DB of the peak). Public bench, clean clips of seeds 1-6: 176 -> 178 of 180, none
+    lost (6 dB: 180, but a held-out effect became dialogue; 15 dB: 177).
     """
     t = dec.times
     if len(t) < 4 or dec.total.sum() <= 0:
@@ -1117,7 +1127,21 @@ def event_focus(dec: Decomposition, duration_s: float, handle_s: float) -> tuple
             return None
         return max(lo, 0), min(hi, len(t) - 1)
 
-    return _cut_around(dec, duration_s, handle_s, ends_at_the_cut)
+    got = _cut_around(dec, duration_s, handle_s, ends_at_the_cut)
+    if got is not None:
+        return got
+    rise = 10 ** (EVENT_RISE_DB / 10)
+
+    def rises_over_its_bed(i: int, peak: float) -> tuple[int, int] | None:
+        before, after = context[0][:, i], context[1][:, i]
+        around = np.concatenate([before[: max(len(before) - slack, 0)], after[slack:]])
+        bed = float(around.max()) if len(around) else 0.0
+        if peak < bed * rise:
+            return None
+        inside = np.flatnonzero(dec.component[:, i] >= max(bed, peak * floor))
+        return int(inside[0]), int(inside[-1])
+
+    return _cut_around(dec, duration_s, handle_s, rises_over_its_bed)
 
 
 def _cut_around(dec: Decomposition, duration_s: float, handle_s: float,
