@@ -658,6 +658,7 @@ def _scan_one(stem: Stem, cache: _ClipCache, speed: float, near, index, warnings
         try:
             data = _entry(index, stem).load()
         except CacheError as exc:
+            _VALID_ENTRIES.clear()  # checked again (and rebuilt where gone) by the next search
             if warnings is not None:
                 warnings.append(f"{stem.rel}: {exc}; searched at full rate")
         else:
@@ -739,8 +740,9 @@ def _presearch(sel: list[Stem], cache: _ClipCache, index, near) -> tuple[dict, d
 
     try:
         found = {j: got for (j, _), got in zip(todo, _pmap(scanned, todo, short), strict=True)}
-    except CacheError:
-        return None  # an array removed meanwhile (another process's `index --remove`): search everywhere
+    except CacheError:  # an array removed meanwhile (another process's `index --remove`): search everywhere
+        _VALID_ENTRIES.clear()
+        return None
     ruled = {j: e.analysis_frames * e.channels for j, e in enumerate(entries) if j not in found}
     return found, ruled
 
@@ -951,8 +953,9 @@ def _speed_searched(groups, stems, cache, index, focus, band) -> list[Hypothesis
     keys = [k for k, members in groups.items() if all(stems[m].samplerate > index.rate for m in members)]
     try:
         refs = [_timeline_features(index, groups[k], stems) for k in keys]
-    except (CacheError, InputError):
-        return []  # an entry gone or unbuildable: the clip is searched at speed 1 only
+    except (CacheError, InputError):  # an entry or a stem gone: the clip is searched at speed 1 only
+        _VALID_ENTRIES.clear()
+        return []
     found = speed_search(cache.mono, cache.clip.samplerate, refs)
     ranked = sorted(zip(keys, found, strict=True), key=lambda kv: -kv[1][2])[:2]
     out = []
