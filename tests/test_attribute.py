@@ -393,6 +393,22 @@ def test_the_noise_is_the_sound_the_clip_is_cut_around():
     assert span.min() == pytest.approx(lo, abs=0.02) and span.max() == pytest.approx(hi, abs=0.02)
 
 
+def _stems_reader(c0: int, *stems: np.ndarray) -> RegressorReader:
+    """The stems under a clip that starts at sample c0 of them, read past its ends (zeros off theirs)."""
+
+    def read(start: int, count: int) -> list[np.ndarray]:
+        out = []
+        for x in stems:
+            seg = np.zeros((count, 1), dtype=np.float32)
+            s0 = c0 + start
+            lo_, hi_ = max(s0, 0), min(s0 + count, len(x))
+            seg[lo_ - s0 : hi_ - s0, 0] = x[lo_:hi_]
+            out.append(seg)
+        return out
+
+    return RegressorReader(tuple(1 for _ in stems), read)
+
+
 def test_a_sound_cut_tight_is_found_from_the_stems_beyond_the_clip():
     # A train under a line, cut with 0.07 s of air before it and none after: the train still sounds at the
     # clip's last frames, so the edge test cannot tell it ends there. The stems read past the cut show it
@@ -407,18 +423,8 @@ def test_a_sound_cut_tight_is_found_from_the_stems_beyond_the_clip():
     i0, i1 = c0 + int(lo * SR), c0 + int(hi * SR)
     fx *= np.float32(np.sqrt(0.55 / 0.45 * np.sum(dx[i0:i1] ** 2) / np.sum(fx[i0:i1] ** 2)))
 
-    def read(start: int, count: int) -> list[np.ndarray]:  # the stems under the clip, zeros off their ends
-        out = []
-        for x in (dx, fx):
-            seg = np.zeros((count, 1), dtype=np.float32)
-            s0 = c0 + start
-            lo_, hi_ = max(s0, 0), min(s0 + count, length)
-            seg[lo_ - s0 : hi_ - s0, 0] = x[lo_:hi_]
-            out.append(seg)
-        return out
-
     clip = (dx + fx)[c0 : c0 + n, None]
-    dec = decompose(clip, RegressorReader((1, 1), read), SR, context_s=EVENT_CONTEXT_S)
+    dec = decompose(clip, _stems_reader(c0, dx, fx), SR, context_s=EVENT_CONTEXT_S)
     handles, _ = dec.summarise(focus_weights(dec.times, n / SR))
     assert handles[0] > handles[1]  # the case this is for: the fixed handles pick the line
     beyond = dec.context
@@ -558,22 +564,6 @@ def test_lost_bands_count_a_stem_at_its_power_transfer_not_at_its_borrowed_chann
         assert shares[i] == pytest.approx(truth[i], abs=0.04)
     monkeypatch.setattr(attribute, "LOST_POWER_TRANSFER", False)
     assert decompose(y[:, None], regs, SR).shares[0] < truth[0] - 0.08
-
-
-def _stems_reader(c0: int, *stems: np.ndarray) -> RegressorReader:
-    """The stems under a clip that starts at sample c0 of them, read past its ends (zeros off theirs)."""
-
-    def read(start: int, count: int) -> list[np.ndarray]:
-        out = []
-        for x in stems:
-            seg = np.zeros((count, 1), dtype=np.float32)
-            s0 = c0 + start
-            lo_, hi_ = max(s0, 0), min(s0 + count, len(x))
-            seg[lo_ - s0 : hi_ - s0, 0] = x[lo_:hi_]
-            out.append(seg)
-        return out
-
-    return RegressorReader(tuple(1 for _ in stems), read)
 
 
 @pytest.mark.parametrize("bed_db", [-12.0, -18.0])

@@ -595,6 +595,19 @@ def _entry(index, stem: Stem, build: bool = True):
     return got
 
 
+def _array(entry):
+    """An index entry's array (Entry.load). A CacheError (the array removed or damaged since this process
+    checked the entry: another process's `index --remove` or prune) makes the process forget the entries
+    it checked, so the next look checks them again and rebuilds what is gone; the caller falls back."""
+    from whichsound.index import CacheError
+
+    try:
+        return entry.load()
+    except CacheError:
+        _VALID_ENTRIES.clear()
+        raise
+
+
 #: The index's useful band is up to LOW_BAND x its rate; a clip with under MIN_LOW_SHARE of its energy
 #: there (a sound all above 3.6 kHz: a hiss, a chirp, a jingle of keys) is searched at full rate.
 LOW_BAND = 0.45
@@ -656,9 +669,8 @@ def _scan_one(stem: Stem, cache: _ClipCache, speed: float, near, index, warnings
 
     if index is not None and stem.samplerate > index.rate:
         try:
-            data = _entry(index, stem).load()
+            data = _array(_entry(index, stem))
         except CacheError as exc:
-            _VALID_ENTRIES.clear()  # checked again (and rebuilt where gone) by the next search
             if warnings is not None:
                 warnings.append(f"{stem.rel}: {exc}; searched at full rate")
         else:
@@ -730,7 +742,7 @@ def _presearch(sel: list[Stem], cache: _ClipCache, index, near) -> tuple[dict, d
 
     def scanned(item) -> list[ChannelScan]:
         j, starts = item
-        data = entries[j].load()
+        data = _array(entries[j])
         parts = [scan_array(data, tmpl, scale=sel[j].samplerate / index.rate, lag_range=(lo, lo + 2 * radius))
                  for lo in _aligned_starts(starts, scan_hop, -(tmpl.length // 2))]
         out = [merge_scans([p[c] for p in parts]) for c in range(len(parts[0]))]
@@ -740,9 +752,8 @@ def _presearch(sel: list[Stem], cache: _ClipCache, index, near) -> tuple[dict, d
 
     try:
         found = {j: got for (j, _), got in zip(todo, _pmap(scanned, todo, short), strict=True)}
-    except CacheError:  # an array removed meanwhile (another process's `index --remove`): search everywhere
-        _VALID_ENTRIES.clear()
-        return None
+    except CacheError:
+        return None  # an array removed meanwhile (another process's `index --remove`): search everywhere
     ruled = {j: e.analysis_frames * e.channels for j, e in enumerate(entries) if j not in found}
     return found, ruled
 
@@ -935,7 +946,7 @@ def _timeline_features(index, members: list[int], stems: list[Stem]) -> np.ndarr
     the features' 8 kHz), block by block (align.summed_band_energies). Cached per process."""
     key = (str(index.dir), tuple((str(stems[m].path), stems[m].frames) for m in members))
     if key not in _FEATURES:
-        arrays = [_entry(index, stems[m]).load() for m in members]
+        arrays = [_array(_entry(index, stems[m])) for m in members]
         _FEATURES[key] = envelope_from_energies(summed_band_energies(arrays))
     return _FEATURES[key]
 
@@ -953,9 +964,8 @@ def _speed_searched(groups, stems, cache, index, focus, band) -> list[Hypothesis
     keys = [k for k, members in groups.items() if all(stems[m].samplerate > index.rate for m in members)]
     try:
         refs = [_timeline_features(index, groups[k], stems) for k in keys]
-    except (CacheError, InputError):  # an entry or a stem gone: the clip is searched at speed 1 only
-        _VALID_ENTRIES.clear()
-        return []
+    except (CacheError, InputError):
+        return []  # an array or a stem gone: the clip is searched at speed 1 only
     found = speed_search(cache.mono, cache.clip.samplerate, refs)
     ranked = sorted(zip(keys, found, strict=True), key=lambda kv: -kv[1][2])[:2]
     out = []
