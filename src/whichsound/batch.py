@@ -479,8 +479,10 @@ def _init_worker(state: _State) -> None:
     """Process-pool initializer: the run's discovery and clocks, once per worker; one search thread per
     worker, the workers already sharing the cores."""
     import whichsound.locate
+    from whichsound.memory import keep_freed_memory
 
     global _STATE
+    keep_freed_memory()
     _STATE = state
     whichsound.locate.SEARCH_THREADS = 1
 

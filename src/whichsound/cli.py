@@ -82,6 +82,9 @@ def main(ctx: click.Context, debug: bool) -> None:
     sound came from, where (seconds and timecode), and how sure it is.
     """
     ctx.meta["whichsound.debug"] = debug
+    from whichsound.memory import keep_freed_memory
+
+    keep_freed_memory()
 
 
 def _parse_band(value: str | None) -> tuple[float, float] | None:

@@ -881,7 +881,10 @@ class _Failure:
 
 
 def _init_worker(cache_dir: str, rate: int, verify: str) -> None:
+    from whichsound.memory import keep_freed_memory
+
     global _worker_index
+    keep_freed_memory()
     _worker_index = Index(cache_dir, rate=rate, verify=verify)
 
 
