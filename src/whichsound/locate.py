@@ -1426,6 +1426,8 @@ def _verdict(winner: Hypothesis, matches: list[Match], zcrit: float, min_score: 
         evidence["z_fit"] = round(z_fit, 2)
     if dec.degraded is not None:
         evidence["degraded"] = dec.degraded
+    if dec.dynamics_db is not None:
+        evidence["dynamics_db"] = round(dec.dynamics_db, 1)
     shares_txt = ", ".join(f"{m.stem.role} {m.share:.2f}" for m in ranked[:3])
     part = None
     if aligned and in_no_stem and contained is not None:
