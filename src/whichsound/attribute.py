@@ -788,9 +788,10 @@ def _mix_gain(X: np.ndarray, A: np.ndarray, as_clip: list[np.ndarray], bounds: n
     for j, (lo, hi) in enumerate(bands):
         keep = live[lo:hi]
         w = bin_weight[lo:hi][keep].astype(np.float32)
-        mix = np.zeros((int(keep.sum()), F, cc), dtype=np.complex64)
+        stems = A[lo:hi][keep]
+        mix = np.zeros((len(stems), F, cc), dtype=np.complex64)
         for i, m in enumerate(as_clip):
-            mix += A[lo:hi][keep][:, :, bounds[i] : bounds[i + 1]] @ m.astype(np.complex64)
+            mix += stems[:, :, bounds[i] : bounds[i + 1]] @ m.astype(np.complex64)
         y = X[lo:hi][keep]
         cross_b[j] = np.einsum("b,bfc->fc", w, np.conj(mix) * y)
         mix_p[j] = np.einsum("b,bfc->fc", w, mix.real**2 + mix.imag**2)
@@ -798,7 +799,7 @@ def _mix_gain(X: np.ndarray, A: np.ndarray, as_clip: list[np.ndarray], bounds: n
     gain = np.ones(F)
     for _ in range(iterations):
         eq = (cross_b / gain[None, :, None]).sum(axis=1) / np.maximum(mix_p.sum(axis=1), 1e-30)  # (bands, cc)
-        cross = np.einsum("jfc,jc->f", np.real(cross_b * np.conj(eq)[:, None, :]), np.ones((len(bands), cc)))
+        cross = np.real(cross_b * np.conj(eq)[:, None, :]).sum(axis=(0, 2))
         power = np.einsum("jfc,jc->f", mix_p, np.abs(eq) ** 2)
         ok = (power > power.max() * 1e-3) & (cross > 0)
         if ok.sum() < DYNAMICS_MIN_FRAMES:

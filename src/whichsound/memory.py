@@ -4,14 +4,13 @@ A search allocates and frees arrays of tens of MB again and again (a stem's STFT
 serves each one above 32 MB (and, by its dynamic threshold, many smaller ones) with a fresh mmap and
 returns it on free, so the next one faults its pages in again: on the feature-length bench a warm
 `locate` took about 56 000 page faults and `batch` of 100 notes 570 000 (3.2 s of system time). Kept in
-one heap, the same work takes 26 000 and 71 000 (0.7 s). The heap stays at the run's peak, which the
+one heap, the same work takes 26 000-29 000 and 71 000-74 000 (0.7-1.1 s). The heap stays at the run's peak, which the
 searches already bound (DECOMPOSE_BLOCK_BYTES, the scans' blocks).
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import sys
 
 # mallopt parameters (malloc.h)
@@ -25,7 +24,7 @@ _DONE: bool | None = None
 def keep_freed_memory() -> bool:
     """Make glibc's malloc serve every size from one heap and keep what is freed (mallopt: no mmap'd
     chunks, no trimming, one arena: each thread's own arena would hold its own peak). Call once, early
-    in a process whitsound runs itself (the CLI, a worker); a library caller's process is left alone.
+    in a process whichsound runs itself (the CLI, a worker); a library caller's process is left alone.
     Returns True when the settings took (glibc), False elsewhere (other C libraries keep their ways)."""
     global _DONE
     if _DONE is not None:
@@ -34,8 +33,7 @@ def keep_freed_memory() -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+        mallopt = ctypes.CDLL(None).mallopt  # the C library the interpreter runs on (find_library forks)
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
