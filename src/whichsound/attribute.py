@@ -311,7 +311,7 @@ def decompose(
     clip_stft: np.ndarray | Callable[[], np.ndarray] | None = None,
     context_s: float = 0.0,
     folds: Sequence[np.ndarray] | None = None,
-    _dynamics: bool = True,
+    _stems_stft: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Decomposition:
     """Fit `clip` (n, cc) by the stems' channels (`regressors[i]`: (n, k_i), already aligned to the clip,
     or a RegressorReader for them).
@@ -327,7 +327,9 @@ def decompose(
 
     A clip whose path moved its level over time (a broadcast chain's compressor: the noise pushed down,
     the bed under it brought up) is fitted again once that gain, common to every stem, is measured frame
-    by frame and taken out (see DYNAMICS_DB): the shares are then those of the mix the path was fed.
+    by frame and taken out (see DYNAMICS_DB): the shares are then those of the mix the path was fed. Only
+    a clip fitted in one block (DECOMPOSE_BLOCK_BYTES) is measured so. `_stems_stft`: the stems' STFT and
+    channel means of that first fit, which the refit reuses (and which marks it: no third fit).
     """
     nfft, hop = _stft_params(samplerate)
     x = np.asarray(clip, dtype=np.float32)
@@ -353,7 +355,7 @@ def decompose(
             clip_stft = clip_stft()
         X = clip_stft if clip_stft is not None else _band_major_stft(_without_offset(x), nfft, hop)
         # reg_mean is kept: the stems read past the clip (context) lose it too.
-        A, reg_mean = _parts_stft(read_regs(0, n), nfft, hop)  # (B, F, K)
+        A, reg_mean = _stems_stft if _stems_stft is not None else _parts_stft(read_regs(0, n), nfft, hop)
 
         def blocks(clip: bool = True):
             yield 0, F, X, A
@@ -512,14 +514,14 @@ def decompose(
     balanced = None
     degraded = None
     unshaped = None
-    if _dynamics and F <= step and as_clip is not None and heard_total.sum() > 0:
+    if _stems_stft is None and F <= step and as_clip is not None and heard_total.sum() > 0:
         unexplained = float(resid_e.sum() / heard_total.sum())
         path_gain = _mix_gain(X, A, as_clip, bounds, edges, live_bin, bin_weight) \
             if unexplained >= DYNAMICS_MIN_RESIDUAL else None
         if path_gain is not None:
             gain, spread = path_gain
             again = decompose(x, regressors, samplerate, band=band, clip_stft=X / gain[None, :, None],
-                              context_s=context_s, folds=folds, _dynamics=False)
+                              context_s=context_s, folds=folds, _stems_stft=(A, reg_mean))
             resid, heard = again.heard_sums()
             if heard > 0 and resid / heard <= DYNAMICS_GAIN_RATIO * unexplained:
                 again.dynamics_db = spread
@@ -795,7 +797,7 @@ def _mix_gain(X: np.ndarray, A: np.ndarray, as_clip: list[np.ndarray], bounds: n
         y = X[lo:hi][keep]
         cross_b[j] = np.einsum("b,bfc->fc", w, np.conj(mix) * y)
         mix_p[j] = np.einsum("b,bfc->fc", w, mix.real**2 + mix.imag**2)
-        clip_p += np.einsum("b,bfc->f", w, y.real**2 + y.imag**2)
+        clip_p += _frame_energy(y.reshape(-1, cc), w, F)
     gain = np.ones(F)
     for _ in range(iterations):
         eq = (cross_b / gain[None, :, None]).sum(axis=1) / np.maximum(mix_p.sum(axis=1), 1e-30)  # (bands, cc)
