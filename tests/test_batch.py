@@ -24,7 +24,7 @@ from whichsound.batch import DEFAULT_NOTE_S, Note, parse_notes, read_notes, run_
 from whichsound.bwf import write_bwf
 from whichsound.cli import Exit, main
 from whichsound.errors import NotesError
-from whichsound.report import BATCH_CSV_COLUMNS
+from whichsound.report import BATCH_CSV_COLUMNS, batch_row_json
 from whichsound.timecode import FrameRate, frames_to_samples, parse_timecode
 
 REEL_S = 12.0
@@ -463,3 +463,81 @@ def test_csv_report_reads_back_in_a_spreadsheet_dialect(answered):
     assert b"\r\n" in raw and not raw.startswith(b"\xef\xbb\xbf")
     rows = list(csv.reader(io.StringIO(raw.decode("utf-8"), newline="")))
     assert all(len(r) == len(BATCH_CSV_COLUMNS) for r in rows)
+
+
+# ------------------------------------------------------------------- a noise under a line, within the marks
+
+UNDER_LINE_FX = ("btanks__engine-car", "minetest__carts__sounds__carts_cart_moving.1", "btanks__fire",
+                 "scratch__Effects__DoorCreak")
+
+
+@pytest.fixture(scope="module")
+def line_scene(tmp_path_factory):
+    """A line that runs through a 12-frame note (0.5 s), 45 % of its energy in the window's first and last
+    75 ms (1.8 frames), and each effect of UNDER_LINE_FX from 75 ms after the in point to 75 ms before the
+    out point, at 0.85 of the line's energy over the window: the line holds more of the window, the effect
+    more of its own span. One stems folder and mix per effect; a second note over the line alone."""
+    line = 0.8 * speech("sense_and_sensibility_01_austen_64kb-0870")
+    n = 8 * SR
+    dx = np.zeros(n, dtype=np.float32)
+    dx[: len(line)] = line
+    frame, air, width = SR // 24, int(0.075 * SR), 12 * SR // 24
+    cs = np.concatenate([[0.0], np.cumsum(dx.astype(np.float64) ** 2)])
+
+    def margins(f: int) -> float:  # the line's share of the window's energy in its first and last 75 ms
+        a, b = f * frame, f * frame + width
+        return (cs[a + air] - cs[a] + cs[b] - cs[b - air]) / (cs[b] - cs[a])
+
+    first = min(range(24, 5 * 24), key=lambda f: abs(margins(f) - 0.45))
+    a, b = first * frame, first * frame + width
+    scenes = {}
+    base = tmp_path_factory.mktemp("under_line")
+    for name in UNDER_LINE_FX:
+        fx = np.zeros(n, dtype=np.float32)
+        k = width - 2 * air
+        fade = np.minimum(1.0, np.minimum(np.arange(k), np.arange(k)[::-1]) / 240.0).astype(np.float32)
+        fx[a + air : b - air] = sfx(name)[:k] * fade
+        fx *= np.sqrt(0.85 * np.sum(dx[a:b] ** 2, dtype=np.float64) / np.sum(fx[a:b] ** 2, dtype=np.float64))
+        # the truth as built: the line holds more of the window, the effect more of its own span
+        assert np.sum(fx[a:b] ** 2) < np.sum(dx[a:b] ** 2)
+        assert np.sum(fx[a + air : b - air] ** 2) > 1.4 * np.sum(dx[a + air : b - air] ** 2)
+        folder = base / name
+        stems = folder / "stems"
+        stems.mkdir(parents=True)
+        write_bwf(stems / "R1_DX.wav", dx[:, None], SR, time_reference=HOUR, fps=Fraction(24))
+        write_bwf(stems / "R1_FX.wav", fx[:, None], SR, time_reference=HOUR, fps=Fraction(24))
+        write_bwf(folder / "mix.wav", (dx + fx)[:, None], SR, time_reference=HOUR, fps=Fraction(24))
+        lone = first + 24  # a second later: the line alone
+        text = (f"id,tc_in,tc_out,note\nN1,{label24(first / 24)},{label24((first + 12) / 24)},under the line?\n"
+                f"N2,{label24(lone / 24)},{label24((lone + 12) / 24)},just the line\n")
+        (folder / "notes.csv").write_text(text)
+        scenes[name] = folder
+    return scenes
+
+
+@pytest.mark.parametrize("name", UNDER_LINE_FX)
+def test_the_sound_within_a_notes_marks_is_the_noise_not_the_line_through_them(line_scene, name):
+    folder = line_scene[name]
+    report = run_batch(folder / "notes.csv", [str(folder / "stems")], mix=str(folder / "mix.wav"), jobs=1,
+                       index=None)
+    under, lone = report.rows
+    assert under.verdict["stem"] == "R1_FX.wav", under.shares
+    assert under.focus_by == "event"
+    # its span in note time: the effect runs 0.075-0.425 s; STFT frames of 21 ms blur its edges
+    assert under.focus_s[0] == pytest.approx(0.075, abs=0.03) and under.focus_s[1] == pytest.approx(0.425, abs=0.03)
+    assert lone.verdict["stem"] == "R1_DX.wav" and lone.focus_by == "handles"
+    row = json.loads(json.dumps(batch_row_json(under)))
+    assert row["focus_by"] == "event" and row["focus_s"] == list(under.focus_s)
+
+
+def test_over_the_whole_window_the_line_would_win(line_scene, monkeypatch):
+    """What the marks' tolerance changes: allowed no air beyond the handles, the effect (75 ms inside the
+    marks) is not found as the sound the note is cut around, and the line's larger share of the window wins."""
+    import whichsound.batch
+
+    monkeypatch.setattr(whichsound.batch, "MARK_FRAMES", 0)
+    folder = line_scene[UNDER_LINE_FX[0]]
+    report = run_batch(folder / "notes.csv", [str(folder / "stems")], mix=str(folder / "mix.wav"), jobs=1,
+                       index=None)
+    assert report.rows[0].focus_by == "handles"
+    assert report.rows[0].verdict["stem"] == "R1_DX.wav"

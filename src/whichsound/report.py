@@ -408,6 +408,8 @@ def batch_row_json(row) -> dict:
         "matches": list(row.matches),
         "shares": dict(row.shares),
         "residual_share": row.residual_share,
+        "focus_s": None if row.focus_s is None else list(row.focus_s),
+        "focus_by": row.focus_by,
         "expected_offset_s": row.expected_offset_s,
         "sync_offset_s": row.sync_offset_s,
         "sync": row.sync_text,
