@@ -548,3 +548,24 @@ def test_a_degraded_clip_the_stems_cannot_shape_into_is_in_no_stem(tmp_path):
     assert verdict(replace(dec, unshaped=loc.NONE_UNSHAPED - 0.02)).match.stem.rel == "R1_DX.wav"
     kept = verdict(replace(dec, unshaped=None))  # as decompose leaves a clip that is not degraded
     assert kept.match.stem.rel == "R1_DX.wav" and "unshaped" not in kept.evidence
+
+
+def test_confidence_grows_with_the_margin_and_with_what_the_stems_explain():
+    """The calibrated model's sense: a verdict that wins by more, or on a clip the stems explain better (a
+    clean excerpt rather than a phone copy), is more often right; the same holds for "in no stem"."""
+    from whichsound.locate import confidence_of
+
+    def ev(top, second, residual, explained, excess=None):
+        return {"top_share": top, "second_share": second, "residual": residual, "explained": explained,
+                "residual_excess": residual if excess is None else excess}
+
+    for found in (True, False):
+        if found:  # the top stem over the runner-up
+            margins = [ev(0.5, 0.45, 0.02, 0.9), ev(0.6, 0.3, 0.02, 0.9), ev(0.8, 0.1, 0.02, 0.9)]
+        else:  # the residual above the clip's floor over the top stem
+            margins = [ev(0.3, 0.1, 0.4, 0.6, excess) for excess in (0.3, 0.5, 0.7)]
+        cleaner = [ev(0.6, 0.3, 0.02, x, 0.5) for x in (0.4, 0.7, 1.0)]
+        for series in (margins, cleaner):
+            got = [confidence_of(e, found) for e in series]
+            assert all(0.0 < c < 1.0 for c in got)
+            assert got[0] < got[1] < got[2], (found, got)
