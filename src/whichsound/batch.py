@@ -538,6 +538,7 @@ def _process(task: _Task, st: _State) -> RowResult:
         problem = f"internal error: {type(exc).__name__}: {exc}"
         return RowResult(**base, failure=RowFailure(note.line, problem), seconds=time.perf_counter() - t0)
 
+    handle_s = task.handle / st.samplerate if task.handle else 0.0
     v = result.verdict
     aligned = v.match
     ev = v.evidence or {}
@@ -563,8 +564,7 @@ def _process(task: _Task, st: _State) -> RowResult:
         sync_text=sync_text,
         shares=dict(sorted(shares.items(), key=lambda kv: -kv[1])),
         residual_share=None if v.residual_share is None else round(v.residual_share, 4),
-        focus_s=None if result.focus is None else tuple(round(t - task.handle / (st.samplerate or 1), 4)
-                                                        for t in result.focus),
+        focus_s=None if result.focus is None else tuple(round(t - handle_s, 4) for t in result.focus),
         focus_by=result.focus_by,
         warnings=warnings,
         seconds=time.perf_counter() - t0,
