@@ -767,6 +767,7 @@ DYNAMICS_MIN_FRAMES = 8
 #: Only a clip the first fit leaves this much of unexplained (its share, over the bands kept) is measured:
 #: a clean excerpt of the mix costs nothing more.
 DYNAMICS_MIN_RESIDUAL = 0.01
+#: The refit without the moving gain is kept when it leaves at most this share of the first fit's residual.
 DYNAMICS_GAIN_RATIO = 0.5
 
 
@@ -1265,12 +1266,12 @@ def _cut_around(dec: Decomposition, duration_s: float, handle_s: float,
 
 
 def choose_focus(dec: Decomposition, duration_s: float, *, at: float | None = None, handle_s: float = 0.25,
-                 at_width_s: float = 0.01, cut_around: bool = True, event_air_s: float | None = None) -> None:
+                 at_width_s: float = 0.01, event_air_s: float | None = None) -> None:
     """Set `dec.weights` (and `dec.focus`) to the frames that are "the noise" in a clip of `duration_s` s:
-    the pointed instant with `at`; else, with `cut_around`, the extent of the sound the clip is cut around
-    (event_focus, allowing `event_air_s` s of air at either end, default `handle_s`) when there is one;
-    else the clip less its handles (focus_weights)."""
-    if at is None and cut_around:
+    the pointed instant with `at`; else the extent of the sound the clip is cut around (event_focus,
+    allowing `event_air_s` s of air at either end, default `handle_s`) when there is one; else the clip
+    less its handles (focus_weights)."""
+    if at is None:
         got = event_focus(dec, duration_s, handle_s if event_air_s is None else event_air_s)
         if got is not None:
             dec.weights, dec.focus = got[1], "event"

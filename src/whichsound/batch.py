@@ -507,6 +507,7 @@ def _process(task: _Task, st: _State) -> RowResult:
     t0 = time.perf_counter()
     note = task.note
     base = {"note": note, "tc_in_label": task.tc_in_label, "tc_out_label": task.tc_out_label}
+    handle_s = task.handle / st.samplerate if task.handle else 0.0  # 0 for a clip row
     if task.start is not None:
         base["start_s"] = round(task.start / st.samplerate, 6)
         base["end_s"] = round((task.start + task.frames) / st.samplerate, 6)
@@ -527,18 +528,17 @@ def _process(task: _Task, st: _State) -> RowResult:
             # The noise is the sound that starts and ends inside the note's marks (as locate finds the sound
             # a clip is cut around), the marks taken as true to MARK_FRAMES: a line running through the
             # window is what the noise sits in, even where it holds more of the window than the noise.
-            air = h / st.samplerate + MARK_FRAMES / st.fps  # a window row has the mix's clock
+            air = handle_s + MARK_FRAMES / st.fps  # a window row has the mix's clock
             result = locate(clip.path, list(st.roots), discovery=st.discovery, clip=clip, near=task.near,
                             rescan_speeds=(), index=st.index, speed_known=True, event_air_s=air)
         if task.handle:
-            result = _without_handle(result, task.handle / st.samplerate, st.discovery)
+            result = _without_handle(result, handle_s, st.discovery)
     except WhichsoundError as exc:
         return RowResult(**base, failure=RowFailure(note.line, str(exc)), seconds=time.perf_counter() - t0)
     except Exception as exc:  # a bug must not lose the other rows; it is named in the row
         problem = f"internal error: {type(exc).__name__}: {exc}"
         return RowResult(**base, failure=RowFailure(note.line, problem), seconds=time.perf_counter() - t0)
 
-    handle_s = task.handle / st.samplerate if task.handle else 0.0
     v = result.verdict
     aligned = v.match
     ev = v.evidence or {}

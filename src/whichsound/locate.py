@@ -271,7 +271,6 @@ def locate(
     speed_known: bool = False,
     build_jobs: int = 1,
     presearch: bool = True,
-    cut_around: bool = True,
     second_look: bool = False,
     event_air_s: float | None = None,
 ) -> LocateResult:
@@ -292,10 +291,9 @@ def locate(
     clip's envelope features match best (the index keeps the stems'), then everywhere if that finds
     nothing significant or explains under RESCAN_BELOW of the clip.
     Timelines whose coarse peak is not significant are not fitted (unless none is).
-    `cut_around`: the clip was cut with air around the noise, so without `at` the noise is the sound that
-    starts and ends inside it (attribute.event_focus) when one does; False when the clip less its handles is
-    the noise's window itself. `event_air_s`: the most air (s) that sound may leave at either end of the clip
-    (default HANDLE_S; batch: a note's handle and the marks' tolerance).
+    The clip is taken as cut with air around the noise, so without `at` the noise is the sound that starts
+    and ends inside it (attribute.event_focus) when one does; `event_air_s`: the most air (s) that sound may
+    leave at either end of the clip (default HANDLE_S; batch: a note's handle and the marks' tolerance).
     """
     if clip is None:
         clip = read_clip(clip_path, stream=stream)
@@ -315,8 +313,7 @@ def locate(
         )
     if at is not None and not 0 <= at <= clip.duration_s:
         raise InputError(f"--at {at:g} s lies outside the clip (0 to {clip.duration_s:.3f} s)")
-    focus = {"at": at, "handle_s": HANDLE_S, "at_width_s": focus_s, "cut_around": cut_around,
-             "event_air_s": event_air_s}
+    focus = {"at": at, "handle_s": HANDLE_S, "at_width_s": focus_s, "event_air_s": event_air_s}
     cache = _ClipCache(clip, SHALLOW_WHITENING_DB if second_look else WHITENING_DB)
     idx = open_index(index, warnings)
     info = {"cache": None, "rate": None, "built": 0, "fallback": None if index is not None else "not asked for",
@@ -394,8 +391,7 @@ def locate(
         """This search again, with `changes` to its arguments."""
         args = dict(at=at, band=band, focus_s=focus_s, min_score=min_score, stream=stream, discovery=discovery,
                     clip=clip, near=near, rescan_speeds=rescan_speeds, index=index, speed_known=speed_known,
-                    build_jobs=build_jobs, presearch=presearch, cut_around=cut_around, second_look=second_look,
-                    event_air_s=event_air_s)
+                    build_jobs=build_jobs, presearch=presearch, second_look=second_look, event_air_s=event_air_s)
         return locate(clip_path, roots, **{**args, **changes})
 
     def everywhere() -> LocateResult:

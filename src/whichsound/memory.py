@@ -4,8 +4,8 @@ A search allocates and frees arrays of tens of MB again and again (a stem's STFT
 serves each one above 32 MB (and, by its dynamic threshold, many smaller ones) with a fresh mmap and
 returns it on free, so the next one faults its pages in again: on the feature-length bench a warm
 `locate` took about 56 000 page faults and `batch` of 100 notes 570 000 (3.2 s of system time). Kept in
-one heap, the same work takes 26 000-29 000 and 71 000-74 000 (0.7-1.1 s). The heap stays at the run's peak, which the
-searches already bound (DECOMPOSE_BLOCK_BYTES, the scans' blocks).
+one heap, the same work takes 26 000-29 000 and 71 000-74 000 (0.7-1.1 s). The heap stays at the run's
+peak, which the searches already bound (DECOMPOSE_BLOCK_BYTES, the scans' blocks).
 """
 
 from __future__ import annotations
