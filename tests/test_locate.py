@@ -328,6 +328,44 @@ def test_search_threads_keep_order_run_nested_maps_inline_and_raise(monkeypatch)
     assert set(loc._pmap(lambda _: threading.get_ident(), range(4), parallel=False)) == {main}
 
 
+def test_work_ahead_runs_on_the_spare_thread_and_gives_what_the_caller_would_have_met(monkeypatch):
+    # _Ahead works out a likely next result on a spare search thread. Its value must be fn()'s, its
+    # failure must reach the caller where it asks, a dropped one that has not started must never run, and
+    # with one search thread (batch's workers) nothing runs until it is asked for, in the caller's thread.
+    import threading
+
+    from whichsound import locate as loc
+
+    main = threading.get_ident()
+    monkeypatch.setattr(loc, "SEARCH_THREADS", 2)
+    assert loc._Ahead(threading.get_ident).value() != main
+    assert loc._Ahead(lambda: [7, 8]).value() == [7, 8]
+
+    def boom():
+        raise ValueError("ahead")
+
+    early = loc._Ahead(boom)
+    with pytest.raises(ValueError, match="ahead"):
+        early.value()
+    # Both pool threads held: a third piece of work waits in the queue; dropped there, it never runs.
+    release = threading.Event()
+    busy = [loc._pool().submit(release.wait, 10) for _ in range(2)]
+    ran = []
+    queued = loc._Ahead(lambda: ran.append(1))
+    queued.drop()
+    release.set()
+    for f in busy:
+        f.result()
+    loc._pool().submit(lambda: None).result()  # the queue has drained
+    assert ran == []
+
+    monkeypatch.setattr(loc, "SEARCH_THREADS", 1)
+    calls = []
+    lazy = loc._Ahead(lambda: calls.append(threading.get_ident()) or 5)
+    assert calls == []
+    assert lazy.value() == 5 and calls == [main]
+
+
 def test_a_narrow_sound_heard_alone_is_found_by_the_second_look(tmp_path, monkeypatch):
     # A bird call 5 dB over a line of dialogue in the dialogue stem; the questioned clip is the bird alone.
     # Whitened 50 dB deep, the correlation weighs the line (strong where the bird is weak) far above the

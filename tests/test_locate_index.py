@@ -45,6 +45,35 @@ def test_index_and_full_rate_give_the_same_answer(clip, cache):
         assert with_index.shares.get(rel, 0.0) == pytest.approx(share, abs=1e-3)
 
 
+def test_takes_searched_ahead_on_a_spare_thread_give_the_same_answer(cache, monkeypatch):
+    # With two search threads the takes' pre-search runs on the spare one while the reel is fitted, and
+    # the speed is measured there during the first candidate's fit. The answer must be the one a single
+    # thread gives: same take, channel and offset, same shares, same speed.
+    import threading
+
+    import whichsound.locate as loc
+
+    path = SCENE / next(c["file"] for c in TRUTH["clips"] if c["id"] == "dx_line_mp3")
+    where = []
+    real = loc._presearch
+    monkeypatch.setattr(loc, "_presearch", lambda sel, *a: where.append(
+        (threading.get_ident(), "takes" if sel[0].role == "PROD" else "reel")) or real(sel, *a))
+    monkeypatch.setattr(loc, "SEARCH_THREADS", 2)
+    two = locate(path, ROOTS, index=str(cache))
+    took = {kind: ident for ident, kind in where}
+    assert took["takes"] != threading.get_ident()  # the takes' pre-search ran on the spare thread
+    assert took["reel"] == threading.get_ident()
+    monkeypatch.setattr(loc, "SEARCH_THREADS", 1)
+    one = locate(path, ROOTS, index=str(cache))
+    a, b = two.verdict, one.verdict
+    assert a.match is not None and a.match.stem.path == b.match.stem.path
+    assert a.match.offset == b.match.offset and a.match.speed == b.match.speed
+    assert a.production is not None and a.production == b.production
+    assert two.shares == one.shares
+    assert [(m.stem.path, m.channel, m.offset) for m in two.matches] == \
+        [(m.stem.path, m.channel, m.offset) for m in one.matches]
+
+
 def test_index_is_built_on_first_use_and_reused(tmp_path):
     clip = SCENE / "clips" / "fx_door.wav"
     first = locate(clip, ROOTS, index=str(tmp_path / "c"))

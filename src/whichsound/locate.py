@@ -117,27 +117,53 @@ _IN_POOL = threading.local()
 PARALLEL_MAX_S = 30.0
 
 
-def _pmap(fn, items, parallel: bool = True) -> list:
-    """[fn(x) for x in items], over SEARCH_THREADS threads (the FFTs, file reads and BLAS products that
-    make up a refinement or a fit let go of the GIL); in order, and in the calling thread when nested or
-    not `parallel`."""
+def _pool():
     global _POOL
-    items = list(items)
-    if not parallel or SEARCH_THREADS <= 1 or len(items) < 2 or getattr(_IN_POOL, "on", False):
-        return [fn(x) for x in items]
     if _POOL is None:
         from concurrent.futures import ThreadPoolExecutor
 
         _POOL = ThreadPoolExecutor(SEARCH_THREADS, thread_name_prefix="whichsound")
+    return _POOL
 
-    def run(x):
-        _IN_POOL.on = True
-        try:
-            return fn(x)
-        finally:
-            _IN_POOL.on = False
 
-    return list(_POOL.map(run, items))
+def _in_pool(fn, *args):
+    """fn(*args) on a pool thread, marked so that the _pmap calls it makes run in that thread."""
+    _IN_POOL.on = True
+    try:
+        return fn(*args)
+    finally:
+        _IN_POOL.on = False
+
+
+def _pmap(fn, items, parallel: bool = True) -> list:
+    """[fn(x) for x in items], over SEARCH_THREADS threads (the FFTs, file reads and BLAS products that
+    make up a refinement or a fit let go of the GIL); in order, and in the calling thread when nested or
+    not `parallel`."""
+    items = list(items)
+    if not parallel or SEARCH_THREADS <= 1 or len(items) < 2 or getattr(_IN_POOL, "on", False):
+        return [fn(x) for x in items]
+    return list(_pool().map(lambda x: _in_pool(fn, x), items))
+
+
+class _Ahead:
+    """fn(), a result the search will likely want next, worked out on a spare search thread while the
+    caller goes on (SEARCH_THREADS > 1, not nested), else only when first asked for: the same result
+    either way, sooner when the caller's own work leaves a core idle (a fit runs in one thread)."""
+
+    def __init__(self, fn):
+        self._fn = fn
+        self._future = None
+        if SEARCH_THREADS > 1 and not getattr(_IN_POOL, "on", False):
+            self._future = _pool().submit(_in_pool, fn)
+
+    def value(self):
+        """fn()'s result (its exception raised here, where the caller would have met it)."""
+        return self._fn() if self._future is None else self._future.result()
+
+    def drop(self) -> None:
+        """Not wanted after all: not started if it has not started yet."""
+        if self._future is not None:
+            self._future.cancel()
 
 
 @dataclass(frozen=True)
@@ -342,7 +368,8 @@ def locate(
         """Coarse scans of stems `indices` (into `scans`); with `envelopes` (and `presearch`), first only
         where their envelopes point, then (`fallback`) everywhere when nothing significant turned up there."""
         if envelopes and presearch and use is not None:
-            got = _presearch([stems[i] for i in indices], cache, use, near)
+            early = ahead.pop((tuple(indices), id(use)), None)
+            got = early.value() if early is not None else _presearch([stems[i] for i in indices], cache, use, near)
             if got is not None:
                 found, ruled_out = got
                 for j, i in enumerate(indices):
@@ -375,7 +402,13 @@ def locate(
     # for a clip of effects or music.
     takes = [i for i, st in enumerate(stems) if st.role == "PROD"]
     first = [i for i in range(len(stems)) if i not in set(takes)] or takes
+    ahead: dict[tuple, _Ahead] = {}  # (stem indices, index) -> their pre-search, under way
     scan(first, 1.0, idx, envelopes=True)
+    if presearch and idx is not None and takes and first is not takes and clip.duration_s <= PARALLEL_MAX_S:
+        # The takes are searched for most clips the timelines place (a dialogue verdict's provenance):
+        # their pre-search runs on the spare thread while the timelines are refined and fitted.
+        sel, use = [stems[i] for i in takes], idx
+        ahead[(tuple(takes), id(idx))] = _Ahead(lambda: _presearch(sel, cache, use, near))
     timelines_presearched = info["presearch"] == "used" and first is not takes
     if not scans:
         raise InputError("no stem could be searched: " + "; ".join(warnings))
@@ -389,6 +422,8 @@ def locate(
 
     def rerun(**changes) -> LocateResult:
         """This search again, with `changes` to its arguments."""
+        for early in ahead.values():
+            early.drop()
         args = dict(at=at, band=band, focus_s=focus_s, min_score=min_score, stream=stream, discovery=discovery,
                     clip=clip, near=near, rescan_speeds=rescan_speeds, index=index, speed_known=speed_known,
                     build_jobs=build_jobs, presearch=presearch, second_look=second_look, event_air_s=event_air_s)
@@ -518,6 +553,8 @@ def locate(
     t = winner.decomposition.times[w > 0]
     span = (float(t.min()), float(t.max())) if len(t) else None
     shares = {winner.stems[i].rel: v for i, v in winner.decomposition.shares.items()}
+    for early in ahead.values():
+        early.drop()
     return LocateResult(clip, verdict, matches, warnings, timeline, span, band, shares, info,
                         winner.decomposition.focus, lies_under)
 
@@ -1057,17 +1094,26 @@ def _group_hypotheses(key, members, stems, scans, cache, speed, focus, band, *,
     def fitted(lags: list[float]) -> list[Hypothesis]:
         return _pmap(lambda lag: _fit(key, members, stems, scans, cache, lag, speed, focus, band), lags, short)
 
+    def speed_at(lag: float) -> tuple[float, float, float]:
+        return refine_speed(lambda start, n: _virtual_mix(members, stems, start, n), cache.mono,
+                            cache.clip.samplerate, stems[members[0]].samplerate, lag, speed=speed,
+                            radius=radius + 64)
+
+    # The speed is measured at the best fit's lag, most often the first candidate's: measured there on the
+    # spare thread while that candidate is fitted.
+    early = _Ahead(lambda: speed_at(lags[0])) if estimate_speed else None
     hyps = fitted(lags[:1])
     if hyps[0].decomposition.explained < 1.0 - EXACT_RESIDUAL:
         hyps += fitted(lags[1:])
     judged = comparable_explained([h.decomposition for h in hyps])
     best = hyps[max(range(len(hyps)), key=judged.__getitem__)]
-    if not estimate_speed:
+    if early is None:
         return hyps
-    sp, lag, quality = refine_speed(
-        lambda start, n: _virtual_mix(members, stems, start, n), cache.mono, cache.clip.samplerate,
-        stems[members[0]].samplerate, best.lag, speed=speed, radius=radius + 64,
-    )
+    if best.lag == lags[0]:
+        sp, lag, quality = early.value()
+    else:
+        early.drop()
+        sp, lag, quality = speed_at(best.lag)
     if abs(sp - 1.0) < SPEED_TOLERANCE:
         sp = 1.0
         if speed != 1.0:
