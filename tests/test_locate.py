@@ -347,17 +347,20 @@ def test_work_ahead_runs_on_the_spare_thread_and_gives_what_the_caller_would_hav
     early = loc._Ahead(boom)
     with pytest.raises(ValueError, match="ahead"):
         early.value()
-    # Both pool threads held: a third piece of work waits in the queue; dropped there, it never runs.
+    # Work ahead runs in the order it was started, on the spare thread: a second piece waits for the
+    # first. Dropped while it waits, it never runs; not yet started, it runs when asked for, in the caller.
     release = threading.Event()
-    busy = [loc._pool().submit(release.wait, 10) for _ in range(2)]
-    ran = []
-    queued = loc._Ahead(lambda: ran.append(1))
+    order = []
+    first = loc._Ahead(lambda: release.wait(10) and order.append("first"))
+    queued = loc._Ahead(lambda: order.append("queued"))
     queued.drop()
+    later = loc._Ahead(lambda: order.append("later"))
     release.set()
-    for f in busy:
-        f.result()
-    loc._pool().submit(lambda: None).result()  # the queue has drained
-    assert ran == []
+    first.value()
+    later.value()
+    assert order == ["first", "later"]
+    idle = loc._Ahead(threading.get_ident, start=False)
+    assert idle.value() == main
 
     monkeypatch.setattr(loc, "SEARCH_THREADS", 1)
     calls = []

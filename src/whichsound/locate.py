@@ -126,6 +126,20 @@ def _pool():
     return _POOL
 
 
+_SPARE = None
+
+
+def _spare():
+    """The threads (SEARCH_THREADS - 1) that work ahead (_Ahead) beside a caller busy in its own thread,
+    in the order the work was started."""
+    global _SPARE
+    if _SPARE is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _SPARE = ThreadPoolExecutor(max(1, SEARCH_THREADS - 1), thread_name_prefix="whichsound-ahead")
+    return _SPARE
+
+
 def _in_pool(fn, *args):
     """fn(*args) on a pool thread, marked so that the _pmap calls it makes run in that thread."""
     _IN_POOL.on = True
@@ -148,20 +162,29 @@ def _pmap(fn, items, parallel: bool = True) -> list:
 class _Ahead:
     """fn(), a result the search will likely want next, worked out on a spare search thread while the
     caller goes on (SEARCH_THREADS > 1, not nested), else only when first asked for: the same result
-    either way, sooner when the caller's own work leaves a core idle (a fit runs in one thread)."""
+    either way, sooner when the caller's own work leaves a core idle (a fit runs in one thread).
+    `start`=False waits for start(), so that it does not take a thread from the caller's own parallel work."""
 
-    def __init__(self, fn):
+    def __init__(self, fn, start: bool = True):
         self._fn = fn
         self._future = None
-        if SEARCH_THREADS > 1 and not getattr(_IN_POOL, "on", False):
-            self._future = _pool().submit(_in_pool, fn)
+        self._asked = False
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        """Begin on the spare thread (once, and not after value() has been asked for)."""
+        if self._future is None and not self._asked and SEARCH_THREADS > 1 and not getattr(_IN_POOL, "on", False):
+            self._future = _spare().submit(_in_pool, self._fn)
 
     def value(self):
         """fn()'s result (its exception raised here, where the caller would have met it)."""
+        self._asked = True
         return self._fn() if self._future is None else self._future.result()
 
     def drop(self) -> None:
         """Not wanted after all: not started if it has not started yet."""
+        self._asked = True
         if self._future is not None:
             self._future.cancel()
 
@@ -406,9 +429,9 @@ def locate(
     scan(first, 1.0, idx, envelopes=True)
     if presearch and idx is not None and takes and first is not takes and clip.duration_s <= PARALLEL_MAX_S:
         # The takes are searched for most clips the timelines place (a dialogue verdict's provenance):
-        # their pre-search runs on the spare thread while the timelines are refined and fitted.
+        # their pre-search runs on the spare thread while a timeline's candidate is fitted.
         sel, use = [stems[i] for i in takes], idx
-        ahead[(tuple(takes), id(idx))] = _Ahead(lambda: _presearch(sel, cache, use, near))
+        ahead[(tuple(takes), id(idx))] = _Ahead(lambda: _presearch(sel, cache, use, near), start=False)
     timelines_presearched = info["presearch"] == "used" and first is not takes
     if not scans:
         raise InputError("no stem could be searched: " + "; ".join(warnings))
@@ -467,7 +490,8 @@ def locate(
                 if is_take and _takes_settled(hyps):
                     break  # the takes come last, strongest first: the rest are listed unfitted
                 hyps.extend(_group_hypotheses(key, members, stems, scans, cache, speed, focus, band,
-                                              estimate_speed=not speed_known and not (is_take and settled)))
+                                              estimate_speed=not speed_known and not (is_take and settled),
+                                              ahead=list(ahead.values())))
             fitted |= set(todo)
             pending = [i for i in takes if i not in scans and i not in gone and i not in screened]
             if not pending or not _needs_takes(hyps):
@@ -1063,8 +1087,9 @@ def _peak_bins(curve: np.ndarray, count: int, exclusion: int) -> list[int]:
 
 
 def _group_hypotheses(key, members, stems, scans, cache, speed, focus, band, *,
-                      estimate_speed: bool = True) -> list[Hypothesis]:
-    """Candidate lags for one timeline (joint curve peaks and each member's own peak), refined and fitted."""
+                      estimate_speed: bool = True, ahead: list[_Ahead] = ()) -> list[Hypothesis]:
+    """Candidate lags for one timeline (joint curve peaks and each member's own peak), refined and fitted;
+    `ahead`: work the search will want next, started on the spare thread when the first fit begins."""
     first = scans[members[0]][0]
     nb = min(len(scans[m][0].pooled) for m in members)
     joint = np.zeros(nb, dtype=np.float64)
@@ -1102,6 +1127,8 @@ def _group_hypotheses(key, members, stems, scans, cache, speed, focus, band, *,
     # The speed is measured at the best fit's lag, most often the first candidate's: measured there on the
     # spare thread while that candidate is fitted.
     early = _Ahead(lambda: speed_at(lags[0])) if estimate_speed else None
+    for later in ahead:
+        later.start()
     hyps = fitted(lags[:1])
     if hyps[0].decomposition.explained < 1.0 - EXACT_RESIDUAL:
         hyps += fitted(lags[1:])
