@@ -290,3 +290,53 @@ def test_to_mono_averages_channels():
     np.testing.assert_array_equal(to_mono(x), [0.5, 0.0])
     v = np.ones(3, dtype=np.float32)
     assert to_mono(v) is v
+
+
+def _mp3(path, x, kbps):
+    """x written as a constant-bit-rate MP3 through libsndfile (LAME), as the public bench writes them."""
+    sf.write(path, x, SR, format="MP3", subtype="MPEG_LAYER_III", bitrate_mode="CONSTANT",
+             compression_level=(320.0 - kbps) / 288.0)
+
+
+def test_an_mp3_without_its_encoder_delay_header_says_so_and_how_far_its_audio_moved(tmp_path):
+    # LAME keeps its encoder delay in an Info header that decoders use to take the delay out; at 48 kb/s
+    # mono the header does not fit in a frame and the decoded audio starts LAME_DELAY samples early. The
+    # clip must say so (its offsets are those of the decoded audio), with the delay actually measured here:
+    # the decoded noise burst lands LAME_DELAY samples later than in the samples encoded (to 2 samples:
+    # the codec smears the burst's onset). At 128 kb/s the header is there: no note, no delay.
+    from whichsound.audio import LAME_DELAY
+
+    rng = np.random.default_rng(3)
+    x = np.zeros(3 * SR, dtype=np.float32)
+    x[SR : SR + SR // 2] = 0.3 * rng.standard_normal(SR // 2).astype(np.float32)
+    lags = {}
+    for kbps in (48, 128):
+        path = tmp_path / f"burst_{kbps}.mp3"
+        _mp3(path, x, kbps)
+        clip = read_clip(path)
+        y = clip.samples[:, 0]
+        n = min(len(x), len(y))
+        c = np.correlate(y[: n].astype(np.float64), x[SR - 4000 : SR + 8000].astype(np.float64), "valid")
+        lags[kbps] = int(np.argmax(c)) - (SR - 4000)
+        if kbps == 48:
+            assert len(clip.notes) == 1 and "encoder-delay" in clip.notes[0] and str(path) in clip.notes[0]
+            assert f"{LAME_DELAY} samples ({1000 * LAME_DELAY / SR:.1f} ms)" in clip.notes[0]
+        else:
+            assert clip.notes == ()
+    assert abs(lags[48] - LAME_DELAY) <= 2
+    assert abs(lags[128]) <= 2
+
+
+def test_mp3_gapless_header_is_read_after_an_id3_tag_and_only_from_mp3_streams():
+    from whichsound.audio import _mp3_gapless_tag
+
+    # MPEG-1 Layer III, 128 kb/s, 48 kHz, stereo, no CRC: the Info header follows 32 bytes of side info.
+    frame = bytes([0xFF, 0xFB, 0x94, 0x64]) + bytes(32) + b"Info" + bytes(100)
+    assert _mp3_gapless_tag(frame) == "Info"
+    assert _mp3_gapless_tag(bytes([0xFF, 0xFB, 0x94, 0x64]) + bytes(140)) == ""
+    id3 = b"ID3" + bytes([4, 0, 0, 0, 0, 0, 20]) + bytes(20)  # a 20-byte ID3v2.4 tag before the frame
+    assert _mp3_gapless_tag(id3 + frame) == "Info"
+    # Mono MPEG-1 frames have 17 bytes of side info.
+    assert _mp3_gapless_tag(bytes([0xFF, 0xFB, 0x34, 0xC4]) + bytes(17) + b"Xing" + bytes(50)) == "Xing"
+    assert _mp3_gapless_tag(b"RIFF" + bytes(60)) is None
+    assert _mp3_gapless_tag(bytes([0xFF, 0xFD, 0x94, 0x64]) + bytes(60)) is None  # Layer II

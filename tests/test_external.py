@@ -36,7 +36,9 @@ def stems(tmp_path_factory) -> Path:
                          ids=["truncated", "truncated-plus-noise"])
 def test_bbc_clip_is_located_within_a_millisecond(stems, clip, truth_s):
     res = locate(TIMBL / clip, [str(stems)])
-    assert res.warnings == []
+    # These copies carry no encoder-delay header (timbl_1 does): the one warning says the offsets are
+    # those of the decoded audio, which is what the measured truths are.
+    assert len(res.warnings) == 1 and "without an encoder-delay (gapless) header" in res.warnings[0]
     m = res.verdict.match
     assert m is not None, res.verdict.text
     assert m.stem.rel == "timbl_1.mp3"

@@ -54,13 +54,15 @@ class AudioInfo:
 class Clip:
     """A decoded questioned clip: samples (frames, channels) float32 at `samplerate` Hz.
 
-    `bad_samples` counts NaN/infinite samples that were replaced by silence when it was read.
+    `bad_samples` counts NaN/infinite samples that were replaced by silence when it was read; `notes` are
+    what the decoding found that a user should know (e.g. an MP3 without its encoder-delay header).
     """
 
     path: Path
     samples: np.ndarray
     samplerate: int
     bad_samples: int = 0
+    notes: tuple[str, ...] = ()
 
     @property
     def channels(self) -> int:
@@ -114,11 +116,58 @@ def read_clip(path: str | Path, *, stream: int | None = None) -> Clip:
         try:
             data, sr = sf.read(str(path), dtype="float32", always_2d=True)
             data = np.ascontiguousarray(data)
-            return Clip(path, data, int(sr), _zero_non_finite(data))
+            return Clip(path, data, int(sr), _zero_non_finite(data), _mp3_notes(path, int(sr)))
         except Exception:
             pass  # not a soundfile format: try FFmpeg below
     data, sr = _read_with_av(path, stream or 0)
-    return Clip(path, data, sr, _zero_non_finite(data))
+    return Clip(path, data, sr, _zero_non_finite(data), _mp3_notes(path, sr))
+
+
+#: Samples of delay LAME's MP3 encoding puts before the audio it was given: its own 576 and the decoder's
+#: 529. Its Xing/Info header records them so that a decoder removes them (libsndfile and FFmpeg do).
+LAME_DELAY = 576 + 529
+
+
+def _mp3_notes(path: Path, samplerate: int) -> tuple[str, ...]:
+    """A note for an MP3 whose first frame carries no gapless header (Xing/Info, or Fraunhofer's VBRI):
+    its decoded audio still begins with the encoder's delay, so offsets are those of that decoded audio
+    (as a player plays it), not of the audio it was encoded from. LAME leaves the header out of frames too
+    small to hold it (48 kb/s mono at 48 kHz and below), and a file cut frame by frame loses it. The
+    delay is not taken out: a file cut from another MP3 frame by frame has none."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64 * 1024)
+    except OSError:
+        return ()
+    tag = _mp3_gapless_tag(head)
+    if tag is None or tag:
+        return ()
+    return (f"{path}: an MP3 without an encoder-delay (gapless) header: offsets are those of its decoded audio; "
+            f"if LAME encoded it, the audio it was encoded from lies {LAME_DELAY} samples "
+            f"({1000 * LAME_DELAY / samplerate:.1f} ms) later in the stems",)
+
+
+def _mp3_gapless_tag(head: bytes) -> str | None:
+    """The gapless header of the MP3 stream starting `head` ("Xing", "Info" or "VBRI"), "" when its first
+    frame has none, None when `head` is not an MP3 stream (after an optional ID3v2 tag)."""
+    i = 0
+    if head[:3] == b"ID3" and len(head) >= 10:
+        size = (head[6] & 0x7F) << 21 | (head[7] & 0x7F) << 14 | (head[8] & 0x7F) << 7 | (head[9] & 0x7F)
+        i = 10 + size + (10 if head[5] & 0x10 else 0)
+    if len(head) < i + 4 or head[i] != 0xFF or head[i + 1] & 0xE0 != 0xE0:
+        return None
+    version, layer = (head[i + 1] >> 3) & 3, (head[i + 1] >> 1) & 3
+    bitrate, rate = head[i + 2] >> 4, (head[i + 2] >> 2) & 3
+    if version == 1 or layer != 1 or bitrate in (0, 15) or rate == 3:  # Layer III, a valid header only
+        return None
+    mono = head[i + 3] >> 6 == 3
+    side = (17 if mono else 32) if version == 3 else (9 if mono else 17)  # MPEG-1, else MPEG-2/2.5
+    at = i + 4 + (0 if head[i + 1] & 1 else 2) + side  # after the CRC, when the frame has one
+    if head[at : at + 4] in (b"Xing", b"Info"):
+        return head[at : at + 4].decode()
+    if head[i + 36 : i + 40] == b"VBRI":
+        return "VBRI"
+    return ""
 
 
 def _read_with_av(path: Path, stream_index: int) -> tuple[np.ndarray, int]:

@@ -352,6 +352,7 @@ def locate(
     warnings = list(discovery.warnings)
     if clip.bad_samples:
         warnings.append(f"{clip.path}: {clip.bad_samples} NaN or infinite sample(s) replaced by silence")
+    warnings.extend(clip.notes)
     if not discovery.stems:
         raise InputError("no readable stems: " + "; ".join(warnings))
     if all(clip.duration_s > s.duration_s for s in discovery.stems):
