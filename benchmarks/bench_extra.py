@@ -18,6 +18,11 @@ Conditions (the clip's truth offset is the source position of its first sample, 
   tv_room      a recorder in the room: mono, 120 Hz-9 kHz speaker band, room reverb, noise 20 dB down, 48 kHz
   noisy        the excerpt with pink noise 8 dB under it (a loud venue), stereo 48 kHz
   broadcast    a 4:1 compressor 20 dB deep, 12 dB make-up and a limiter (a broadcast chain's dynamics)
+  pal_pitchfix 25/24 fast with the pitch kept (Rubber Band time-stretch): a PAL copy made pitch-correct
+  mp3_48mono   MP3 48 kb/s mono: frames too small for LAME's encoder-delay header (offsets 1105 samples early)
+  laptop_eq    a small speaker's EQ: 4th-order high-pass at 250 Hz, a 10 dB cut above 4 kHz, no noise
+  clipped      driven 15 dB into a soft clipper (a hot review copy)
+  polarity     the excerpt inverted (a wiring or a plug-in's polarity flip)
 Scene variants:
   surround51   effects, backgrounds and music stems in 5.1 (L R C LFE Ls Rs), folded to the stereo
                printmaster with the ITU coefficients; foley stays stereo
@@ -31,7 +36,7 @@ from fractions import Fraction
 
 import numpy as np
 from benchlib import dsp
-from benchlib.conditions import SR, pcm16, speed_change
+from benchlib.conditions import SR, mp3_bytes, pcm16, speed_change
 from benchlib.layouts import Layout
 
 # ------------------------------------------------------------------------------------------------ conditions
@@ -123,8 +128,39 @@ def broadcast(x, ctx):
     return np.ascontiguousarray(y, dtype=np.float64), SR, "wav", 1.0
 
 
+def pal_pitchfix(x, ctx):
+    """PAL's speed-up made pitch-correct: 25/24 faster, the pitch kept (Rubber Band through pedalboard)."""
+    from pedalboard import time_stretch
+
+    speed = 25 / 24
+    y = time_stretch(np.ascontiguousarray(np.asarray(x, dtype=np.float32).T), SR, stretch_factor=speed).T
+    return np.ascontiguousarray(y, dtype=np.float64), SR, "wav", speed
+
+
+def mp3_48mono(x, ctx):
+    return mp3_bytes(dsp.mono(np.asarray(x)), SR, 48), SR, "mp3", 1.0
+
+
+def laptop_eq(x, ctx):
+    y = dsp.butter(np.asarray(x), "highpass", 250.0, order=4)
+    return dsp.high_shelf(y, 4000.0, -10.0), SR, "wav", 1.0
+
+
+def clipped(x, ctx):
+    return dsp.soft_clip(np.asarray(x) * dsp.undb(15.0), 0.5) * 0.9, SR, "wav", 1.0
+
+
+def polarity(x, ctx):
+    return -np.asarray(x), SR, "wav", 1.0
+
+
 CONDITIONS = {
     "broadcast": broadcast,
+    "pal_pitchfix": pal_pitchfix,
+    "mp3_48mono": mp3_48mono,
+    "laptop_eq": laptop_eq,
+    "clipped": clipped,
+    "polarity": polarity,
     "pal_speedup": pal_speedup,
     "pullup": pullup,
     "drift": drift,

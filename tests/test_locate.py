@@ -434,7 +434,7 @@ def test_a_sound_heard_alone_names_the_channel_that_holds_it(tmp_path):
     (stem,) = discover([str(folder)]).stems
     cache = _ClipCache(read_clip(tmp_path / "heli.wav"))
     frames = cache.stft(SR).shape[1]  # (bands, frames, channels)
-    hyp = SimpleNamespace(stems=(stem,), peaks=(SimpleNamespace(z=50.0),), lag=float(start), speed=1.0,
+    hyp = SimpleNamespace(stems=(stem,), peaks=(SimpleNamespace(z=50.0),), lag=float(start), speed=1.0, pitch_kept=False,
                           decomposition=SimpleNamespace(weights=np.ones(frames)))
     got = _contained([hyp], cache, zcrit=5.0)
     assert got is not None and got.stem is stem

@@ -182,3 +182,25 @@ def test_a_speed_measured_a_little_off_a_standard_change_gets_the_change(tmp_pat
     assert v.match.speed == pytest.approx(speed, rel=1e-9)  # the ratio itself
     assert abs(v.match.offset_s - offset) < 1e-4  # 0.1 ms: the lag refined at that speed
     assert v.evidence["explained"] > 0.99
+
+
+@pytest.mark.parametrize("cid", ["fx_door", "mx_sting"])
+def test_a_clip_sped_up_with_its_pitch_kept_is_found_by_its_spectrum(tmp_path, cid):
+    # A PAL speed-up made pitch-correct (25/24 faster, pitch kept: librosa's phase vocoder) keeps each
+    # sound's spectrum over time but makes its waveform anew: no resampling of the clip matches the stems.
+    # The envelope search finds the place and speed; the stems' power spectra at that speed explain the
+    # clip. The stem must be the truth's, the speed 25/24 within the search's 0.2 %, the offset within
+    # 10 ms (two 5.3 ms frames: the power spectra place it no closer), and the verdict must say so.
+    import librosa
+
+    path, offset, stem = _speed_clip(tmp_path, cid, 1.0)
+    x, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    y = np.stack([librosa.effects.time_stretch(np.ascontiguousarray(x[:, c]), rate=25 / 24)
+                  for c in range(x.shape[1])], axis=1)
+    stretched = tmp_path / f"{cid}_pitch_kept.wav"
+    sf.write(str(stretched), y, sr, subtype="PCM_24")
+    v = locate(stretched, [str(SCENE / "stems")]).verdict
+    assert v.match is not None and v.match.stem.rel == stem, v.text
+    assert v.match.speed == pytest.approx(25 / 24, rel=2e-3)
+    assert abs(v.match.offset_s - offset) < 0.010
+    assert v.evidence.get("pitch_kept") is True and "pitch kept" in v.text

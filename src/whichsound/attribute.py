@@ -1334,3 +1334,110 @@ def _cell_average(p: np.ndarray, bins: int = 3, frames: int = 3) -> np.ndarray:
     counts = np.pad(np.ones_like(p), ((pb, pb), (pf, pf)))
     box = sliding_window_view(padded, (bins, frames)).sum(axis=(2, 3))
     return box / sliding_window_view(counts, (bins, frames)).sum(axis=(2, 3))
+
+
+#: Frames of a time-stretched fit transformed at a time (decompose_stretched): bounded temporaries.
+_STRETCH_BLOCK = 256
+#: Frames and bins (each way) a time-stretched fit averages its powers over.
+STRETCH_CELL = 3
+
+
+def decompose_stretched(
+    clip: np.ndarray,
+    read: Callable[[int, int], list[np.ndarray]],
+    samplerate: int,
+    speed: float,
+    *,
+    band: tuple[float, float] | None = None,
+) -> Decomposition:
+    """Fit a clip whose path changed its speed with its pitch kept (a time-stretch: a PAL speed-up made
+    pitch-correct, a streaming copy played faster) by the stems' power spectra.
+
+    A time-stretch keeps each sound's spectrum over time but not its waveform (the phases between partials
+    are made anew), so decompose()'s complex fit explains almost nothing of such a clip. Here clip frame f
+    (centred at f * hop samples of `clip`, (n, cc) at `samplerate`, the stems' rate) is set against the
+    stems' frame centred `speed` times as far into them, and the clip's power (its channels summed) is
+    fitted per bin as a sum of the stem channels' powers, one gain >= 0 per stem channel and band (powers
+    of independent sounds add: what a mix and its copy's EQ do to them). `read(start, count)`: the stems'
+    samples [start, start + count) counted from where the clip's first sample lies, one (count, k_i) array
+    per stem. The residual is the clip's power the fit leaves, bin by bin; a frame's stems hold at most its
+    energy. Energies are Parseval-weighted as decompose()'s, inside `band` (lo, hi Hz) when given.
+    """
+    from scipy.optimize import nnls
+
+    from whichsound import fft
+
+    nfft, hop = _stft_params(samplerate)
+    x = np.asarray(clip, dtype=np.float32)
+    if x.ndim == 1:
+        x = x[:, None]
+    n = x.shape[0]
+    nb = nfft // 2 + 1
+    half = nfft // 2
+    F = 1 + (n + hop) // hop
+    centres = np.round(np.arange(F) * hop * speed).astype(np.int64)
+    chans = tuple(p.shape[1] for p in read(0, 1))
+    K = int(sum(chans))
+    xp = np.zeros((n + 2 * half + hop, x.shape[1]), dtype=np.float32)
+    xp[half : half + n] = x - _channel_mean(x)
+    win = np.hanning(nfft + 1)[:nfft].astype(np.float32)
+    weight = np.ones(nb)
+    weight[0] = 0.5
+    weight[-1] = 0.5
+    freqs = np.arange(nb) * samplerate / nfft
+    bmask = np.ones(nb, dtype=bool) if band is None else (freqs >= band[0]) & (freqs <= band[1])
+    edges = band_edges(nb)
+    taps = np.arange(nfft)
+
+    def powers(f0: int, f1: int) -> tuple[np.ndarray, np.ndarray]:
+        """The clip's power (frames, bins) and the stems' (frames, bins, K) over frames [f0, f1), each
+        averaged over STRETCH_CELL frames x bins: a time-stretch moves a sound's energy by a bin or a frame."""
+        from scipy.ndimage import uniform_filter1d
+
+        g0, g1 = max(f0 - STRETCH_CELL // 2, 0), min(f1 + STRETCH_CELL // 2, F)
+        cx = xp[(np.arange(g0, g1) * hop)[:, None] + taps]  # (frames, nfft, cc)
+        pc = (np.abs(fft.rfft(cx * win[None, :, None], axis=1, workers=-1)) ** 2).sum(axis=2)
+        start = int(centres[g0]) - half  # the stems are read a block at a time: memory bounded
+        stems = np.concatenate([np.asarray(p, dtype=np.float32) for p in
+                                read(start, int(centres[g1 - 1]) - start + half)], axis=1)
+        sx = stems[(centres[g0:g1] - half - start)[:, None] + taps]  # (frames, nfft, K)
+        ps = np.abs(fft.rfft(sx * win[None, :, None], axis=1, workers=-1)) ** 2
+        for axis in (0, 1):
+            pc = uniform_filter1d(pc, STRETCH_CELL, axis=axis, mode="nearest")
+            ps = uniform_filter1d(ps, STRETCH_CELL, axis=axis, mode="nearest")
+        return pc[f0 - g0 : f1 - g0], ps[f0 - g0 : f1 - g0]
+
+    grams = np.zeros((len(edges), K, K))
+    rhs = np.zeros((len(edges), K))
+    for f0 in range(0, F, _STRETCH_BLOCK):
+        pc, ps = powers(f0, min(F, f0 + _STRETCH_BLOCK))
+        for j, (lo, hi) in enumerate(edges):
+            a = ps[:, lo:hi].reshape(-1, K).astype(np.float64)
+            grams[j] += a.T @ a
+            rhs[j] += a.T @ pc[:, lo:hi].reshape(-1).astype(np.float64)
+    gains = np.zeros((len(edges), K))
+    for j in range(len(edges)):
+        g = grams[j] + (1e-9 * np.trace(grams[j]) / K + 1e-30) * np.eye(K)
+        low = np.linalg.cholesky(g)
+        gains[j] = nnls(low.T, np.linalg.solve(low, rhs[j]))[0]
+    bounds = np.cumsum((0,) + chans)
+    comp = np.zeros((F, len(chans)))
+    resid = np.zeros(F)
+    total = np.zeros(F)
+    for f0 in range(0, F, _STRETCH_BLOCK):
+        f1 = min(F, f0 + _STRETCH_BLOCK)
+        pc, ps = powers(f0, f1)
+        for j, (lo, hi) in enumerate(edges):
+            w = (weight[lo:hi] * bmask[lo:hi])[None, :]
+            parts_e = ps[:, lo:hi] * gains[j][None, None, :]  # (frames, bins, K)
+            fit = parts_e.sum(axis=2)
+            for s, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+                comp[f0:f1, s] += (parts_e[:, :, a:b].sum(axis=2) * w).sum(axis=1)
+            resid[f0:f1] += (np.maximum(pc[:, lo:hi] - fit, 0.0) * w).sum(axis=1)
+            total[f0:f1] += (pc[:, lo:hi] * w).sum(axis=1)
+    # A frame's stems hold at most the clip's energy there (the fit overshoots where a stretch smeared a
+    # sound into the next frame).
+    held = comp.sum(axis=1)
+    comp *= (np.minimum(held, total) / np.maximum(held, 1e-30))[:, None]
+    times = np.arange(F) * hop / samplerate
+    return Decomposition(times, comp, resid, total, np.ones(F))

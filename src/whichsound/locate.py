@@ -55,6 +55,7 @@ from whichsound.attribute import (
     comparable_explained,
     containment,
     decompose,
+    decompose_stretched,
 )
 from whichsound.audio import Clip, read_clip, read_segment, to_mono
 from whichsound.errors import AudioReadError, ClipError, InputError, WhichsoundError
@@ -211,6 +212,9 @@ class Hypothesis:
     peaks: tuple[_Peak, ...]
     decomposition: Decomposition
     speed: float = 1.0
+    #: The clip's speed was changed with its pitch kept (a time-stretch): fitted by power spectra
+    #: (attribute.decompose_stretched), its significance that of the fit against fits at random places.
+    pitch_kept: bool = False
 
 
 @dataclass
@@ -472,9 +476,13 @@ def locate(
                 # pre-search's places explained little (a sped-up clip explains little anywhere at speed 1):
                 # a continuous search over +-5 % on envelope features.
                 zc = _z_critical(n_lags)
-                hyps.extend(h for h in _speed_searched(scanned_groups(), stems, cache,
-                                                       idx or open_index(index, []), focus, band)
-                            if max(p.z for p in h.peaks) >= zc)
+                searched = _speed_searched(scanned_groups(), stems, cache, idx or open_index(index, []), focus,
+                                           band)
+                hyps.extend(h for h in searched if max(p.z for p in h.peaks) >= zc)
+                if max(h.decomposition.explained for h in hyps) < RESCAN_BELOW:
+                    # Found on the envelopes, yet no resampled fit explains the clip: its speed may have been
+                    # changed with the pitch kept.
+                    hyps.extend(_pitch_kept(searched, cache, focus, band, zc))
                 if max(h.decomposition.explained for h in hyps) >= RESCAN_BELOW:
                     break
             if info["presearch"] == "used":
@@ -1059,6 +1067,68 @@ def _speed_searched(groups, stems, cache, index, focus, band) -> list[Hypothesis
     return out
 
 
+def _pitch_kept(searched: list[Hypothesis], cache: _ClipCache, focus, band, zcrit: float) -> list[Hypothesis]:
+    """The places and speeds the envelope search found (`searched`), fitted as a clip time-stretched with
+    its pitch kept (attribute.decompose_stretched): each timeline's best that explains at least
+    RESCAN_BELOW of the clip and stands `zcrit` standard deviations above its fits at FIT_TEST_PLACES
+    random places, that z as its peaks' (the resampled scans that gave their z do not see such a clip).
+
+    Only speeds changed by SMALL_SPEED_CHANGE or more: a pitch is kept through a format's conversion (PAL's
+    25/24, 4 %); a pull-down's or a drift's change (0.1 %) is a resampling, and at speeds that near 1 the
+    power spectra of a resampled copy fit too (a phone copy's would win on them, unaligned)."""
+    from dataclasses import replace
+
+    standard = {ratio for ratio, _ in STANDARD_SPEEDS}
+    searched = [h for h in searched if abs(h.speed - 1.0) >= SMALL_SPEED_CHANGE]
+    # Where the search tried a standard speed for a timeline, that one: the power spectra cannot tell
+    # 0.2 % apart over a few seconds.
+    tried = [h for h in searched if h.speed in standard]
+    tried += [h for h in searched if h.speed not in standard and not any(t.group == h.group for t in tried)]
+    best: dict[tuple, Hypothesis] = {}
+    for h in tried:
+        got = _stretched(h, cache, focus, band)
+        if got.decomposition.explained >= RESCAN_BELOW and (
+                h.group not in best or got.decomposition.explained > best[h.group].decomposition.explained):
+            best[h.group] = got
+    out = []
+    for h in best.values():
+        z = _stretched_significance(h, cache, band)
+        if z >= zcrit:
+            out.append(replace(h, peaks=tuple(replace(p, z=z) for p in h.peaks)))
+    return out
+
+
+def _stretched(h: Hypothesis, cache: _ClipCache, focus: dict | None, band, lag: float | None = None) -> Hypothesis:
+    """`h`'s timeline fitted at its speed (at `lag`, default its own) as a clip time-stretched, pitch kept;
+    `focus`: choose_focus's arguments (None: the whole clip, for a null fit)."""
+    from dataclasses import replace
+
+    sr = h.stems[0].samplerate
+    samples, _ = cache.get(sr, 1.0)  # the clip at the stems' rate, its own time
+    at = int(round(h.lag if lag is None else lag))
+    dec = decompose_stretched(samples, lambda start, n: list(_segments(list(h.stems), at + start, n)), sr, h.speed,
+                              band=band)
+    if focus is not None:
+        choose_focus(dec, samples.shape[0] / sr, **focus)
+    return replace(h, lag=float(at), decomposition=dec, pitch_kept=True)
+
+
+def _stretched_significance(h: Hypothesis, cache: _ClipCache, band) -> float:
+    """_fit_significance for a time-stretched fit: standard deviations its explained share stands above
+    that of the same stems fitted so at FIT_TEST_PLACES random places (seeded), 1 s or more from its lag."""
+    sr = h.stems[0].samplerate
+    n = cache.get(sr, 1.0)[0].shape[0]
+    frames = min(st.frames for st in h.stems)
+    rng = np.random.default_rng(12345)
+    far = [lag for lag in rng.uniform(0.0, max(frames - n * h.speed, 1.0), 4 * FIT_TEST_PLACES)
+           if abs(lag - h.lag) > sr][:FIT_TEST_PLACES]
+    if len(far) < 4:
+        return 0.0
+    null = [_stretched(h, cache, None, band, lag).decomposition.explained for lag in far]
+    mu, sd = float(np.mean(null)), float(np.std(null, ddof=1))
+    return (h.decomposition.explained - mu) / max(sd, 0.01)
+
+
 def _speed_trial(key, members, stems, cache, index, speed: float, lag: float, focus, band) -> Hypothesis | None:
     """The timeline fitted with the clip at `speed`, `lag` (stem samples), its significance from coarse scans
     at that speed within PRESEARCH_RADIUS_S of that place, each standing for its whole file's lags (the
@@ -1435,9 +1505,12 @@ class _Containment:
 def _contained(hyps: list[Hypothesis], cache: _ClipCache, zcrit: float) -> _Containment | None:
     """The stem channel (aligned with z >= `zcrit`) that holds the clip as one of its sounds heard alone
     (attribute.containment over the timeline's focus frames: coherent >= CONTAINED_COHERENT, beyond <=
-    CONTAINED_OVER), least beyond first; or None."""
+    CONTAINED_OVER), least beyond first; or None. A time-stretched fit (pitch_kept) is not tested: the
+    test compares waveforms."""
     best = None
     for h in hyps:
+        if h.pitch_kept:
+            continue
         sr = h.stems[0].samplerate
         samples, _ = cache.get(sr, h.speed)
         n = samples.shape[0]
@@ -1502,6 +1575,8 @@ def _verdict(winner: Hypothesis, matches: list[Match], zcrit: float, min_score: 
         evidence["degraded"] = dec.degraded
     if dec.dynamics_db is not None:
         evidence["dynamics_db"] = round(dec.dynamics_db, 1)
+    if winner.pitch_kept:
+        evidence["pitch_kept"] = True
     shares_txt = ", ".join(f"{m.stem.role} {m.share:.2f}" for m in ranked[:3])
     part = None
     if aligned and in_no_stem and contained is not None:
@@ -1549,7 +1624,9 @@ def _verdict(winner: Hypothesis, matches: list[Match], zcrit: float, min_score: 
                 f"lies beyond it; the stem holds other sounds there: shares {shares_txt}, residual "
                 f"{dec.residual:.2f}).")
     if winner.speed != 1.0:
-        text += f" The clip runs {describe_speed(winner.speed)}."
+        text += f" The clip runs {describe_speed(winner.speed)}"
+        text += (", its pitch kept (time-stretched: matched on its spectrum over time, its offset to a few "
+                 "milliseconds)." if winner.pitch_kept else ".")
     return Verdict(top, top.stem.origin, conf, dec.residual, text, production=production, evidence=evidence)
 
 
