@@ -184,13 +184,8 @@ def test_a_speed_measured_a_little_off_a_standard_change_gets_the_change(tmp_pat
     assert v.evidence["explained"] > 0.99
 
 
-@pytest.mark.parametrize("cid", ["fx_door", "mx_sting"])
-def test_a_clip_sped_up_with_its_pitch_kept_is_found_by_its_spectrum(tmp_path, cid):
-    # A PAL speed-up made pitch-correct (25/24 faster, pitch kept: librosa's phase vocoder) keeps each
-    # sound's spectrum over time but makes its waveform anew: no resampling of the clip matches the stems.
-    # The envelope search finds the place and speed; the stems' power spectra at that speed explain the
-    # clip. The stem must be the truth's, the speed 25/24 within the search's 0.2 %, the offset within
-    # 10 ms (two 5.3 ms frames: the power spectra place it no closer), and the verdict must say so.
+def _pitch_kept_clip(tmp_path: Path, cid: str) -> tuple[Path, float, str]:
+    """_speed_clip's excerpt at its own speed, then made 25/24 faster with its pitch kept."""
     import librosa
 
     path, offset, stem = _speed_clip(tmp_path, cid, 1.0)
@@ -199,8 +194,31 @@ def test_a_clip_sped_up_with_its_pitch_kept_is_found_by_its_spectrum(tmp_path, c
                   for c in range(x.shape[1])], axis=1)
     stretched = tmp_path / f"{cid}_pitch_kept.wav"
     sf.write(str(stretched), y, sr, subtype="PCM_24")
+    return stretched, offset, stem
+
+
+@pytest.mark.parametrize("cid", ["fx_door", "mx_sting"])
+def test_a_clip_sped_up_with_its_pitch_kept_is_found_by_its_spectrum(tmp_path, cid):
+    # A PAL speed-up made pitch-correct (25/24 faster, pitch kept: librosa's phase vocoder) keeps each
+    # sound's spectrum over time but makes its waveform anew: no resampling of the clip matches the stems.
+    # The envelope search finds the place and speed; the stems' power spectra at that speed explain the
+    # clip. The stem must be the truth's, the speed 25/24 within the search's 0.2 %, the offset within
+    # 10 ms (two 5.3 ms frames: the power spectra place it no closer), and the verdict must say so.
+    stretched, offset, stem = _pitch_kept_clip(tmp_path, cid)
     v = locate(stretched, [str(SCENE / "stems")]).verdict
     assert v.match is not None and v.match.stem.rel == stem, v.text
     assert v.match.speed == pytest.approx(25 / 24, rel=2e-3)
     assert abs(v.match.offset_s - offset) < 0.010
     assert v.evidence.get("pitch_kept") is True and "pitch kept" in v.text
+
+
+def test_a_long_clip_is_not_fitted_as_pitch_kept(tmp_path, monkeypatch):
+    # The pitch-kept fit's significance test fits the clip FIT_TEST_PLACES times more: it is tried on
+    # clips up to PARALLEL_MAX_S only. With that limit under this clip's length, the same clip is not
+    # found pitch-kept.
+    import whichsound.locate as loc
+
+    stretched, _, _ = _pitch_kept_clip(tmp_path, "fx_door")
+    monkeypatch.setattr(loc, "PARALLEL_MAX_S", 1.0)
+    v = locate(stretched, [str(SCENE / "stems")]).verdict
+    assert v.evidence.get("pitch_kept") is None

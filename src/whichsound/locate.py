@@ -479,9 +479,10 @@ def locate(
                 searched = _speed_searched(scanned_groups(), stems, cache, idx or open_index(index, []), focus,
                                            band)
                 hyps.extend(h for h in searched if max(p.z for p in h.peaks) >= zc)
-                if max(h.decomposition.explained for h in hyps) < RESCAN_BELOW:
+                if max(h.decomposition.explained for h in hyps) < RESCAN_BELOW and clip.duration_s <= PARALLEL_MAX_S:
                     # Found on the envelopes, yet no resampled fit explains the clip: its speed may have been
-                    # changed with the pitch kept.
+                    # changed with the pitch kept (tried on clips up to PARALLEL_MAX_S: its significance
+                    # test fits the clip FIT_TEST_PLACES times more).
                     hyps.extend(_pitch_kept(searched, cache, focus, band, zc))
                 if max(h.decomposition.explained for h in hyps) >= RESCAN_BELOW:
                     break
