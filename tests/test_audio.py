@@ -327,15 +327,22 @@ def test_an_mp3_without_its_encoder_delay_header_says_so_and_how_far_its_audio_m
     assert abs(lags[128]) <= 2
 
 
-def test_mp3_gapless_header_is_read_after_an_id3_tag_and_only_from_mp3_streams():
-    from whichsound.audio import _mp3_gapless_tag
+def test_mp3_gapless_header_is_read_after_an_id3_tag_and_only_from_mp3_streams(tmp_path):
+    from whichsound.audio import _mp3_gapless_tag, _mp3_notes
 
     # MPEG-1 Layer III, 128 kb/s, 48 kHz, stereo, no CRC: the Info header follows 32 bytes of side info.
     frame = bytes([0xFF, 0xFB, 0x94, 0x64]) + bytes(32) + b"Info" + bytes(100)
+    bare = bytes([0xFF, 0xFB, 0x94, 0x64]) + bytes(140)
     assert _mp3_gapless_tag(frame) == "Info"
-    assert _mp3_gapless_tag(bytes([0xFF, 0xFB, 0x94, 0x64]) + bytes(140)) == ""
-    id3 = b"ID3" + bytes([4, 0, 0, 0, 0, 0, 20]) + bytes(20)  # a 20-byte ID3v2.4 tag before the frame
-    assert _mp3_gapless_tag(id3 + frame) == "Info"
+    assert _mp3_gapless_tag(bare) == ""
+    # An ID3v2.4 tag of 200 000 bytes (cover art) before the first frame is skipped, its size read from
+    # the four 7-bit bytes of its header.
+    size = 200_000
+    id3 = b"ID3" + bytes([4, 0, 0]) + bytes((size >> s) & 0x7F for s in (21, 14, 7, 0)) + bytes(size)
+    for body, noted in ((frame, False), (bare, True)):
+        path = tmp_path / f"tagged_{noted}.mp3"
+        path.write_bytes(id3 + body)
+        assert bool(_mp3_notes(path, SR)) is noted
     # Mono MPEG-1 frames have 17 bytes of side info.
     assert _mp3_gapless_tag(bytes([0xFF, 0xFB, 0x34, 0xC4]) + bytes(17) + b"Xing" + bytes(50)) == "Xing"
     assert _mp3_gapless_tag(b"RIFF" + bytes(60)) is None

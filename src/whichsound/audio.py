@@ -136,7 +136,8 @@ def _mp3_notes(path: Path, samplerate: int) -> tuple[str, ...]:
     delay is not taken out: a file cut from another MP3 frame by frame has none."""
     try:
         with open(path, "rb") as f:
-            head = f.read(64 * 1024)
+            f.seek(_id3_length(f.read(10)))  # an ID3v2 tag (cover art: megabytes) before the first frame
+            head = f.read(4096)
     except OSError:
         return ()
     tag = _mp3_gapless_tag(head)
@@ -147,13 +148,18 @@ def _mp3_notes(path: Path, samplerate: int) -> tuple[str, ...]:
             f"({1000 * LAME_DELAY / samplerate:.1f} ms) later in the stems",)
 
 
+def _id3_length(head: bytes) -> int:
+    """Bytes of the ID3v2 tag a file starts with (`head`: its first 10 bytes), 0 when it has none."""
+    if len(head) < 10 or head[:3] != b"ID3":
+        return 0
+    size = (head[6] & 0x7F) << 21 | (head[7] & 0x7F) << 14 | (head[8] & 0x7F) << 7 | (head[9] & 0x7F)
+    return 10 + size + (10 if head[5] & 0x10 else 0)  # header, body, footer
+
+
 def _mp3_gapless_tag(head: bytes) -> str | None:
-    """The gapless header of the MP3 stream starting `head` ("Xing", "Info" or "VBRI"), "" when its first
-    frame has none, None when `head` is not an MP3 stream (after an optional ID3v2 tag)."""
+    """The gapless header in the MP3 frame starting `head` ("Xing", "Info" or "VBRI"), "" when the frame
+    has none, None when `head` does not start with a Layer III frame."""
     i = 0
-    if head[:3] == b"ID3" and len(head) >= 10:
-        size = (head[6] & 0x7F) << 21 | (head[7] & 0x7F) << 14 | (head[8] & 0x7F) << 7 | (head[9] & 0x7F)
-        i = 10 + size + (10 if head[5] & 0x10 else 0)
     if len(head) < i + 4 or head[i] != 0xFF or head[i + 1] & 0xE0 != 0xE0:
         return None
     version, layer = (head[i + 1] >> 3) & 3, (head[i + 1] >> 1) & 3
