@@ -119,6 +119,7 @@ PARALLEL_MAX_S = 30.0
 
 
 def _pool():
+    """The SEARCH_THREADS threads _pmap spreads a search's candidates over (made on first use)."""
     global _POOL
     if _POOL is None:
         from concurrent.futures import ThreadPoolExecutor
