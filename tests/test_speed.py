@@ -222,3 +222,35 @@ def test_a_long_clip_is_not_fitted_as_pitch_kept(tmp_path, monkeypatch):
     monkeypatch.setattr(loc, "PARALLEL_MAX_S", 1.0)
     v = locate(stretched, [str(SCENE / "stems")]).verdict
     assert v.evidence.get("pitch_kept") is None
+
+
+def test_a_stretch_is_believed_only_where_it_explains_more_than_speed_one(monkeypatch):
+    # A short or steady sound (a bird heard alone) fits its power spectra alike at any speed near 1, and
+    # the envelope search can give it a wrong speed: the stretched fit must leave less residual than the
+    # same fit at speed 1 over the same stretch of the stems, and be significant. Stubbed fits: explained
+    # 0.9 stretched against 0.95 at speed 1 is dropped, against 0.6 kept; an insignificant one is dropped.
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    import whichsound.locate as loc
+
+    at_one = {}
+
+    def fitted(h, cache, focus, band, lag=None):
+        e = at_one[h.group] if h.speed == 1.0 else 0.9
+        return replace(h, decomposition=SimpleNamespace(explained=e), pitch_kept=True)
+
+    monkeypatch.setattr(loc, "_stretched", fitted)
+    z = {"steady": 20.0, "stretched": 20.0, "weak": 2.0}
+    monkeypatch.setattr(loc, "_stretched_significance", lambda h, cache, band: z[h.group[0]])
+    cache = SimpleNamespace(get=lambda sr, speed: (np.zeros((SR, 1)), None))
+    stem = SimpleNamespace(samplerate=SR)
+    peak = loc._Peak(None, None, 0.0, 0, 0.0)
+
+    def hyp(group):
+        return loc.Hypothesis((group,), (stem,), 1000.0, (peak,), SimpleNamespace(explained=0.01), 25 / 24)
+
+    at_one.update({("steady",): 0.95, ("stretched",): 0.6, ("weak",): 0.6})
+    got = loc._pitch_kept([hyp("steady"), hyp("stretched"), hyp("weak")], cache, None, None, zcrit=9.0)
+    assert [h.group for h in got] == [("stretched",)]
+    assert got[0].peaks[0].z == 20.0 and got[0].pitch_kept
