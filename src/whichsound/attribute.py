@@ -1376,7 +1376,7 @@ def decompose_stretched(
     half = nfft // 2
     F = 1 + (n + hop) // hop
     centres = np.round(np.arange(F) * hop * speed).astype(np.int64)
-    chans = tuple(p.shape[1] for p in read(0, 1))
+    chans = tuple(p.shape[1] for p in read(0, 1))  # one sample of each stem: its channel count
     K = int(sum(chans))
     xp = np.zeros((n + 2 * half + hop, x.shape[1]), dtype=np.float32)
     xp[half : half + n] = x - _channel_mean(x)

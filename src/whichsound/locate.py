@@ -397,8 +397,9 @@ def locate(
         """Coarse scans of stems `indices` (into `scans`); with `envelopes` (and `presearch`), first only
         where their envelopes point, then (`fallback`) everywhere when nothing significant turned up there."""
         if envelopes and presearch and use is not None:
-            early = ahead.pop((tuple(indices), id(use)), None)
-            got = early.value() if early is not None else _presearch([stems[i] for i in indices], cache, use, near)
+            index_then, early = ahead.pop(tuple(indices), (None, None))
+            got = early.value() if early is not None and index_then is use \
+                else _presearch([stems[i] for i in indices], cache, use, near)
             if got is not None:
                 found, ruled_out = got
                 for j, i in enumerate(indices):
@@ -431,13 +432,13 @@ def locate(
     # for a clip of effects or music.
     takes = [i for i, st in enumerate(stems) if st.role == "PROD"]
     first = [i for i in range(len(stems)) if i not in set(takes)] or takes
-    ahead: dict[tuple, _Ahead] = {}  # (stem indices, index) -> their pre-search, under way
+    ahead: dict[tuple, tuple] = {}  # stem indices -> (the index searched, their pre-search under way)
     scan(first, 1.0, idx, envelopes=True)
     if presearch and idx is not None and takes and first is not takes and clip.duration_s <= PARALLEL_MAX_S:
         # The takes are searched for most clips the timelines place (a dialogue verdict's provenance):
         # their pre-search runs on the spare thread while a timeline's candidate is fitted.
         sel, use = [stems[i] for i in takes], idx
-        ahead[(tuple(takes), id(idx))] = _Ahead(lambda: _presearch(sel, cache, use, near), start=False)
+        ahead[tuple(takes)] = (idx, _Ahead(lambda: _presearch(sel, cache, use, near), start=False))
     timelines_presearched = info["presearch"] == "used" and first is not takes
     if not scans:
         raise InputError("no stem could be searched: " + "; ".join(warnings))
@@ -451,7 +452,7 @@ def locate(
 
     def rerun(**changes) -> LocateResult:
         """This search again, with `changes` to its arguments."""
-        for early in ahead.values():
+        for _, early in ahead.values():
             early.drop()
         args = dict(at=at, band=band, focus_s=focus_s, min_score=min_score, stream=stream, discovery=discovery,
                     clip=clip, near=near, rescan_speeds=rescan_speeds, index=index, speed_known=speed_known,
@@ -502,7 +503,7 @@ def locate(
                     break  # the takes come last, strongest first: the rest are listed unfitted
                 hyps.extend(_group_hypotheses(key, members, stems, scans, cache, speed, focus, band,
                                               estimate_speed=not speed_known and not (is_take and settled),
-                                              ahead=list(ahead.values())))
+                                              ahead=[early for _, early in ahead.values()]))
             fitted |= set(todo)
             pending = [i for i in takes if i not in scans and i not in gone and i not in screened]
             if not pending or not _needs_takes(hyps):
@@ -588,7 +589,7 @@ def locate(
     t = winner.decomposition.times[w > 0]
     span = (float(t.min()), float(t.max())) if len(t) else None
     shares = {winner.stems[i].rel: v for i, v in winner.decomposition.shares.items()}
-    for early in ahead.values():
+    for _, early in ahead.values():
         early.drop()
     return LocateResult(clip, verdict, matches, warnings, timeline, span, band, shares, info,
                         winner.decomposition.focus, lies_under)
@@ -1117,12 +1118,12 @@ def _stretched(h: Hypothesis, cache: _ClipCache, focus: dict | None, band, lag: 
 
     sr = h.stems[0].samplerate
     samples, _ = cache.get(sr, 1.0)  # the clip at the stems' rate, its own time
-    at = int(round(h.lag if lag is None else lag))
-    dec = decompose_stretched(samples, lambda start, n: list(_segments(list(h.stems), at + start, n)), sr, h.speed,
-                              band=band)
+    place = int(round(h.lag if lag is None else lag))
+    dec = decompose_stretched(samples, lambda start, n: list(_segments(list(h.stems), place + start, n)), sr,
+                              h.speed, band=band)
     if focus is not None:
         choose_focus(dec, samples.shape[0] / sr, **focus)
-    return replace(h, lag=float(at), decomposition=dec, pitch_kept=True)
+    return replace(h, lag=float(place), decomposition=dec, pitch_kept=True)
 
 
 def _stretched_significance(h: Hypothesis, cache: _ClipCache, band) -> float:
@@ -1131,14 +1132,9 @@ def _stretched_significance(h: Hypothesis, cache: _ClipCache, band) -> float:
     sr = h.stems[0].samplerate
     n = cache.get(sr, 1.0)[0].shape[0]
     frames = min(st.frames for st in h.stems)
-    rng = np.random.default_rng(12345)
-    far = [lag for lag in rng.uniform(0.0, max(frames - n * h.speed, 1.0), 4 * FIT_TEST_PLACES)
-           if abs(lag - h.lag) > sr][:FIT_TEST_PLACES]
-    if len(far) < 4:
-        return 0.0
-    null = [_stretched(h, cache, None, band, lag).decomposition.explained for lag in far]
-    mu, sd = float(np.mean(null)), float(np.std(null, ddof=1))
-    return (h.decomposition.explained - mu) / max(sd, 0.01)
+    far = _null_places(h.lag, sr, 0.0, frames - n * h.speed)
+    return _z_over(h.decomposition.explained, [_stretched(h, cache, None, band, lag).decomposition.explained
+                                               for lag in far])
 
 
 def _speed_trial(key, members, stems, cache, index, speed: float, lag: float, focus, band) -> Hypothesis | None:
@@ -1485,18 +1481,27 @@ def _fit_significance(winner: Hypothesis, cache: _ClipCache, band) -> float:
     samples, _ = cache.get(sr, winner.speed)
     n = samples.shape[0]
     frames = min(st.frames for st in winner.stems)
+    far = _null_places(winner.lag, sr, -n / 2, frames - n / 2)
+    null = [decompose(samples, _regressors(winner.stems, float(round(lag))), sr, band=band,
+                      clip_stft=lambda: cache.stft(sr, winner.speed),
+                      folds=[st.stereo_fold() for st in winner.stems]).explained for lag in far]
+    return _z_over(winner.decomposition.explained, null)
+
+
+def _null_places(lag: float, samplerate: int, low: float, high: float) -> list[float]:
+    """FIT_TEST_PLACES lags (stem samples) drawn at random (seeded) in [low, high), 1 s or more from `lag`:
+    where a fit's significance test fits the same stems again."""
     rng = np.random.default_rng(12345)
-    far = [lag for lag in rng.uniform(-n / 2, max(frames - n / 2, 1.0), 4 * FIT_TEST_PLACES)
-           if abs(lag - winner.lag) > sr][:FIT_TEST_PLACES]
-    if len(far) < 4:
+    return [x for x in rng.uniform(low, max(high, 1.0), 4 * FIT_TEST_PLACES)
+            if abs(x - lag) > samplerate][:FIT_TEST_PLACES]
+
+
+def _z_over(explained: float, null: list[float]) -> float:
+    """Standard deviations `explained` stands above the fits at random places (`null`); 0 with under 4."""
+    if len(null) < 4:
         return 0.0
-    null = []
-    for lag in far:
-        null.append(decompose(samples, _regressors(winner.stems, float(round(lag))), sr, band=band,
-                              clip_stft=lambda: cache.stft(sr, winner.speed),
-                              folds=[st.stereo_fold() for st in winner.stems]).explained)
     mu, sd = float(np.mean(null)), float(np.std(null, ddof=1))
-    return (winner.decomposition.explained - mu) / max(sd, 0.01)
+    return (explained - mu) / max(sd, 0.01)
 
 
 #: Clips longer than this (s) are not tested for being one sound of a stem heard alone: such a test is
