@@ -1342,6 +1342,13 @@ _STRETCH_BLOCK = 256
 STRETCH_CELL = 3
 
 
+def _cell_mean(p: np.ndarray, axis: int) -> np.ndarray:
+    """`p` averaged over STRETCH_CELL neighbours along `axis` (the edge value repeated past the ends)."""
+    from scipy.ndimage import uniform_filter1d
+
+    return uniform_filter1d(p, STRETCH_CELL, axis=axis, mode="nearest")
+
+
 def decompose_stretched(
     clip: np.ndarray,
     read: Callable[[int, int], list[np.ndarray]],
@@ -1349,6 +1356,7 @@ def decompose_stretched(
     speed: float,
     *,
     band: tuple[float, float] | None = None,
+    clip_stft: np.ndarray | Callable[[], np.ndarray] | None = None,
 ) -> Decomposition:
     """Fit a clip whose path changed its speed with its pitch kept (a time-stretch: a PAL speed-up made
     pitch-correct, a streaming copy played faster) by the stems' power spectra.
@@ -1362,6 +1370,8 @@ def decompose_stretched(
     samples [start, start + count) counted from where the clip's first sample lies, one (count, k_i) array
     per stem. The residual is the clip's power the fit leaves, bin by bin; a frame's stems hold at most its
     energy. Energies are Parseval-weighted as decompose()'s, inside `band` (lo, hi Hz) when given.
+    `clip_stft`: the clip's STFT as clip_stft() makes it (or a function giving it), when the caller holds
+    it already (a significance test fits one clip at many places).
     """
     from scipy.optimize import nnls
 
@@ -1378,8 +1388,13 @@ def decompose_stretched(
     centres = np.round(np.arange(F) * hop * speed).astype(np.int64)
     chans = tuple(p.shape[1] for p in read(0, 1))  # one sample of each stem: its channel count
     K = int(sum(chans))
-    xp = np.zeros((n + 2 * half + hop, x.shape[1]), dtype=np.float32)
-    xp[half : half + n] = x - _channel_mean(x)
+    if callable(clip_stft):
+        clip_stft = clip_stft()
+    X = clip_stft if clip_stft is not None else _band_major_stft(_without_offset(x), nfft, hop)
+    # The clip's power, its channels summed, (frames, bins), averaged as the stems' are in powers().
+    clip_power = (np.abs(X) ** 2).sum(axis=2).T
+    for axis in (0, 1):
+        clip_power = _cell_mean(clip_power, axis)
     win = np.hanning(nfft + 1)[:nfft].astype(np.float32)
     weight = np.ones(nb)
     weight[0] = 0.5
@@ -1392,20 +1407,15 @@ def decompose_stretched(
     def powers(f0: int, f1: int) -> tuple[np.ndarray, np.ndarray]:
         """The clip's power (frames, bins) and the stems' (frames, bins, K) over frames [f0, f1), each
         averaged over STRETCH_CELL frames x bins: a time-stretch moves a sound's energy by a bin or a frame."""
-        from scipy.ndimage import uniform_filter1d
-
         g0, g1 = max(f0 - STRETCH_CELL // 2, 0), min(f1 + STRETCH_CELL // 2, F)
-        cx = xp[(np.arange(g0, g1) * hop)[:, None] + taps]  # (frames, nfft, cc)
-        pc = (np.abs(fft.rfft(cx * win[None, :, None], axis=1, workers=-1)) ** 2).sum(axis=2)
         start = int(centres[g0]) - half  # the stems are read a block at a time: memory bounded
         stems = np.concatenate([np.asarray(p, dtype=np.float32) for p in
                                 read(start, int(centres[g1 - 1]) - start + half)], axis=1)
         sx = stems[(centres[g0:g1] - half - start)[:, None] + taps]  # (frames, nfft, K)
         ps = np.abs(fft.rfft(sx * win[None, :, None], axis=1, workers=-1)) ** 2
         for axis in (0, 1):
-            pc = uniform_filter1d(pc, STRETCH_CELL, axis=axis, mode="nearest")
-            ps = uniform_filter1d(ps, STRETCH_CELL, axis=axis, mode="nearest")
-        return pc[f0 - g0 : f1 - g0], ps[f0 - g0 : f1 - g0]
+            ps = _cell_mean(ps, axis)
+        return clip_power[f0:f1], ps[f0 - g0 : f1 - g0]
 
     grams = np.zeros((len(edges), K, K))
     rhs = np.zeros((len(edges), K))
