@@ -1266,3 +1266,64 @@ def test_a_time_stretched_clip_is_fitted_by_its_stems_power_spectra():
     assert plain.explained < 0.5
     elsewhere = decompose_stretched(clip, reader([dx[::-1].copy(), mx[n:]]), SR, speed)
     assert elsewhere.explained < 0.5
+
+
+def _line_and_sneeze(pre_s: float, post_s: float, share: float) -> tuple[np.ndarray, np.ndarray, int, float, float]:
+    """A continuous line and a sneeze that is in no stem (added after them), the clip cut from the line's
+    second second with `pre_s` s of air before the sneeze and `post_s` after it, the sneeze scaled to hold
+    `share` of the clip over its own extent: (clip, the whole line, the clip's first sample in it, extent
+    start s, extent end s)."""
+    sneeze = sfx("scratch__Human__Sneeze-female")
+    lo, hi = _extent_s(sneeze)
+    sneeze = sneeze[int(lo * SR) : int(hi * SR)].copy()
+    a = int(pre_s * SR)
+    n = a + len(sneeze) + int(post_s * SR)
+    c0 = SR
+    line = speech("sense_and_sensibility_01_austen_64kb-0870")[: n + 2 * SR].copy()
+    dx = line[c0 : c0 + n]
+    noise = np.zeros(n, dtype=np.float32)
+    noise[a : a + len(sneeze)] = sneeze
+    lo, hi = _extent_s(noise)
+    i0, i1 = int(lo * SR), int(hi * SR)
+    noise *= np.float32(np.sqrt(share / (1 - share) * np.sum(dx[i0:i1] ** 2) / np.sum(noise[i0:i1] ** 2)))
+    return dx + noise, line, c0, lo, hi
+
+
+def test_a_noise_in_no_stem_is_the_sound_the_clip_is_cut_around():
+    # A sneeze added after the stems, cut with 0.24 s of air before it and 0.02 s after: the fixed handles
+    # (0.24 s at each end of this clip) keep its start and cut its loud end, and there the line wins. Over
+    # the sneeze's own extent it holds 0.55 of the clip: that extent is the focus, and the residual wins.
+    clip, line, c0, lo, hi = _line_and_sneeze(0.24, 0.02, 0.55)
+    n = len(clip)
+    dec = decompose(clip[:, None], _stems_reader(c0, line), SR, context_s=EVENT_CONTEXT_S)
+    shares, residual = dec.summarise(focus_weights(dec.times, n / SR))
+    assert shares[0] > residual  # the case this is for: the fixed handles pick the line
+
+    got = event_focus(dec, n / SR, 0.25)
+    assert got is not None and got[0] == -1
+    assert dec.context is not None  # tried only once the line was followed past the clip's ends
+    choose_focus(dec, n / SR)
+    shares, residual = dec.summarise()
+    assert dec.focus == "event" and residual > shares[0]
+    assert residual == pytest.approx(0.55, abs=0.05)  # the truth over the sneeze's extent; the frames' edges
+    span = dec.times[dec.weights > 0]
+    # Within a frame hop and the 10 ms envelope's step of the extent that defines it.
+    assert span.min() == pytest.approx(lo, abs=0.02) and span.max() == pytest.approx(hi, abs=0.02)
+    # Without the stems beyond the clip, a stem's sound cut tight could not be told from the sound no stem
+    # explains: the residual is not tried.
+    assert event_focus(decompose(clip[:, None], [line[c0 : c0 + n, None]], SR), n / SR, 0.25) is None
+
+
+def test_a_noise_in_no_stem_is_no_event_when_the_line_outweighs_it_or_it_runs_through_the_edges():
+    # The sneeze holding 0.35 of the clip over its extent: the line outweighs it there, so no event (the
+    # handles decide). Steady hiss under the line (a copy's noise) sounds through the clip's edges.
+    clip, line, c0, _, _ = _line_and_sneeze(0.1, 0.1, 0.35)
+    n = len(clip)
+    dec = decompose(clip[:, None], _stems_reader(c0, line), SR, context_s=EVENT_CONTEXT_S)
+    assert event_focus(dec, n / SR, 0.25) is None
+    rng = np.random.default_rng(3)
+    dx = line[c0 : c0 + n]
+    hiss = (0.3 * np.std(dx) * rng.standard_normal(n)).astype(np.float32)
+    dec = decompose((dx + hiss)[:, None], _stems_reader(c0, line), SR, context_s=EVENT_CONTEXT_S)
+    assert dec.residual > 0.05  # the hiss is the residual, above EVENT_MIN_SHARE
+    assert event_focus(dec, n / SR, 0.25) is None
