@@ -1179,7 +1179,8 @@ def event_focus(dec: Decomposition, duration_s: float, handle_s: float) -> tuple
     leaves no more than `handle_s` at either end, and it holds the largest share of the clip within that
     extent; of several, the one whose share there is largest. None: no stem's sound lies inside the clip,
     nor (below) the sound no stem explains: the caller keeps the handle rule. Measured on the public
-    bench (clean clips of 10 seeds, 301 clips): attributing this extent instead of the clip less fixed handles, 274 -> 289 right, "none" unchanged.
+    bench (clean clips of 10 seeds, 301 clips): attributing this extent instead of the clip less fixed
+    handles, 274 -> 289 right, "none" unchanged.
 
     A clip cut tight (less air than EVENT_EDGE_S at an end) fails the edge test; when no stem passes it and
     the stems beyond the clip were read (Decomposition.context), a stem passes instead whose part, followed
