@@ -1236,6 +1236,9 @@ def test_a_time_stretched_clip_is_fitted_by_its_stems_power_spectra():
     clip = librosa.effects.time_stretch(mix.astype(np.float32), rate=speed)
     def reader(sources):
         """The sources' samples [start, start + n), silence outside them, as decompose_stretched reads."""
+        return RegressorReader(tuple(1 for _ in sources), samples(sources))
+
+    def samples(sources):
 
         def read(start, n):
             out = []
@@ -1249,8 +1252,9 @@ def test_a_time_stretched_clip_is_fitted_by_its_stems_power_spectra():
         return read
 
     asked = []
-    read = reader(stems)
-    dec = decompose_stretched(clip, lambda start, n: asked.append(n) or read(start, n), SR, speed)
+    read = samples(stems)
+    dec = decompose_stretched(clip, RegressorReader((1, 1), lambda start, n: asked.append(n) or read(start, n)),
+                              SR, speed)
     # The stems are read a block of frames at a time (memory bounded however long the clip).
     from whichsound.attribute import _STRETCH_BLOCK, STRETCH_CELL, _stft_params
 

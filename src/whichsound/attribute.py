@@ -245,6 +245,24 @@ def _channel_mean(x: np.ndarray) -> np.ndarray:
     return (np.ascontiguousarray(x.T).sum(axis=1, dtype=np.float64) / x.shape[0]).astype(np.float32)
 
 
+def _parseval_weights(nfft: int) -> np.ndarray:
+    """Weights (nfft // 2 + 1,) that count a one-sided spectrum's energies as Parseval does: each bin
+    stands for two of the full spectrum, but DC and (for an even `nfft`) Nyquist for one."""
+    w = np.ones(nfft // 2 + 1)
+    w[0] = 0.5
+    if nfft % 2 == 0:
+        w[-1] = 0.5
+    return w
+
+
+def _band_mask(nfft: int, samplerate: int, band: tuple[float, float] | None) -> np.ndarray:
+    """The one-sided bins (boolean, nfft // 2 + 1) inside `band` = (lo, hi) Hz, all of them for None."""
+    if band is None:
+        return np.ones(nfft // 2 + 1, dtype=bool)
+    freqs = np.arange(nfft // 2 + 1) * samplerate / nfft
+    return (freqs >= band[0]) & (freqs <= band[1])
+
+
 def band_edges(nbins: int, bands: int = 20, min_bins: int = 3) -> list[tuple[int, int]]:
     """Log-spaced bands [lo, hi) over bins 0..nbins-1, each at least `min_bins` wide.
 
@@ -389,10 +407,7 @@ def decompose(
             R[lo:hi] += ah @ Xb[lo:hi]
 
     t_frames = np.arange(F) * hop / samplerate
-    freqs = np.arange(nb) * samplerate / nfft
-    bmask = np.ones(nb, dtype=bool)
-    if band is not None:
-        bmask = (freqs >= band[0]) & (freqs <= band[1])
+    bmask = _band_mask(nfft, samplerate, band)
     n_src = len(chans)
     live_bin = _live_bins(power)
     fits = []
@@ -412,12 +427,7 @@ def decompose(
         fits.append((lo, hi, np.linalg.solve(gram + ridge * np.eye(K), rhs)))  # (K, cc)
     # Bands where the clip's path removed the stems (a phone's band-pass under its hiss): their fitted
     # gains fall far below the others', while a noise added to the clip leaves the gains as they are.
-    # Energies as Parseval counts them: each one-sided bin stands for two of the full spectrum, but DC
-    # and Nyquist for one.
-    bin_weight = np.ones(nb)
-    bin_weight[0] = 0.5
-    if nfft % 2 == 0:
-        bin_weight[-1] = 0.5
+    bin_weight = _parseval_weights(nfft)
     sounding = _sounding(fits, grams)
     removed = _removed_bands(fits, grams)
     bands_removed = {}
@@ -1384,7 +1394,7 @@ def _cell_mean(p: np.ndarray, axis: int) -> np.ndarray:
 
 def decompose_stretched(
     clip: np.ndarray,
-    read: Callable[[int, int], list[np.ndarray]],
+    regressors: RegressorReader,
     samplerate: int,
     speed: float,
     *,
@@ -1399,9 +1409,9 @@ def decompose_stretched(
     (centred at f * hop samples of `clip`, (n, cc) at `samplerate`, the stems' rate) is set against the
     stems' frame centred `speed` times as far into them, and the clip's power (its channels summed) is
     fitted per bin as a sum of the stem channels' powers, one gain >= 0 per stem channel and band (powers
-    of independent sounds add: what a mix and its copy's EQ do to them). `read(start, count)`: the stems'
-    samples [start, start + count) counted from where the clip's first sample lies, one (count, k_i) array
-    per stem. The residual is the clip's power the fit leaves, bin by bin; a frame's stems hold at most its
+    of independent sounds add: what a mix and its copy's EQ do to them). `regressors`: the stems read as
+    decompose() reads them, samples counted from where the clip's first sample lies (the stems' frames
+    run `speed` times as fast, so the reads reach past the clip's length). The residual is the clip's power the fit leaves, bin by bin; a frame's stems hold at most its
     energy. Energies are Parseval-weighted as decompose()'s, inside `band` (lo, hi Hz) when given.
     `clip_stft`: the clip's STFT as clip_stft() makes it (or a function giving it), when the caller holds
     it already (a significance test fits one clip at many places).
@@ -1419,7 +1429,7 @@ def decompose_stretched(
     half = nfft // 2
     F = 1 + (n + hop) // hop
     centres = np.round(np.arange(F) * hop * speed).astype(np.int64)
-    chans = tuple(p.shape[1] for p in read(0, 1))  # one sample of each stem: its channel count
+    chans = regressors.channels
     K = int(sum(chans))
     if callable(clip_stft):
         clip_stft = clip_stft()
@@ -1429,11 +1439,8 @@ def decompose_stretched(
     for axis in (0, 1):
         clip_power = _cell_mean(clip_power, axis)
     win = np.hanning(nfft + 1)[:nfft].astype(np.float32)
-    weight = np.ones(nb)
-    weight[0] = 0.5
-    weight[-1] = 0.5
-    freqs = np.arange(nb) * samplerate / nfft
-    bmask = np.ones(nb, dtype=bool) if band is None else (freqs >= band[0]) & (freqs <= band[1])
+    weight = _parseval_weights(nfft)
+    bmask = _band_mask(nfft, samplerate, band)
     edges = band_edges(nb)
     taps = np.arange(nfft)
 
@@ -1443,7 +1450,7 @@ def decompose_stretched(
         g0, g1 = max(f0 - STRETCH_CELL // 2, 0), min(f1 + STRETCH_CELL // 2, F)
         start = int(centres[g0]) - half  # the stems are read a block at a time: memory bounded
         stems = np.concatenate([np.asarray(p, dtype=np.float32) for p in
-                                read(start, int(centres[g1 - 1]) - start + half)], axis=1)
+                                regressors.read(start, int(centres[g1 - 1]) - start + half)], axis=1)
         sx = stems[(centres[g0:g1] - half - start)[:, None] + taps]  # (frames, nfft, K)
         ps = np.abs(fft.rfft(sx * win[None, :, None], axis=1, workers=-1)) ** 2
         for axis in (0, 1):

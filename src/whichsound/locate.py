@@ -1119,8 +1119,8 @@ def _stretched(h: Hypothesis, cache: _ClipCache, focus: dict | None, band, lag: 
     sr = h.stems[0].samplerate
     samples, _ = cache.get(sr, 1.0)  # the clip at the stems' rate, its own time
     place = int(round(h.lag if lag is None else lag))
-    dec = decompose_stretched(samples, lambda start, n: list(_segments(list(h.stems), place + start, n)), sr,
-                              h.speed, band=band, clip_stft=lambda: cache.stft(sr, 1.0))
+    dec = decompose_stretched(samples, _regressors(list(h.stems), float(place)), sr, h.speed, band=band,
+                              clip_stft=lambda: cache.stft(sr, 1.0))
     if focus is not None:
         choose_focus(dec, samples.shape[0] / sr, **focus)
     return replace(h, lag=float(place), decomposition=dec, pitch_kept=True)
