@@ -679,9 +679,9 @@ def test_the_path_transfer_of_a_clean_copy_is_flat_and_a_noise_in_one_band_stays
     assert dec.residual == pytest.approx(0.2, abs=0.03)  # 0.25 / 1.25 of the clip
 
     # The transfer itself, from the fit's normal equations: flat (1, to 0.5 dB) for the plain mix.
-    from whichsound.attribute import _band_major_stft, _stft_params
+    from whichsound.attribute import _band_major_stft, stft_params
 
-    nfft, hop = _stft_params(SR)
+    nfft, hop = stft_params(SR)
     X = _band_major_stft(mix, nfft, hop)  # (bins, frames, 1)
     A = _band_major_stft(np.stack([dx, eng], axis=1), nfft, hop)  # (bins, frames, 2)
     fits, normal = [], []
@@ -747,7 +747,7 @@ def test_a_long_clip_fitted_in_blocks_gives_the_one_block_answer(monkeypatch):
     from scipy import signal
 
     import whichsound.attribute as attribute
-    from whichsound.attribute import RegressorReader, _stft_params
+    from whichsound.attribute import RegressorReader, stft_params
 
     rng = np.random.default_rng(12)
     n = 8 * SR
@@ -766,7 +766,7 @@ def test_a_long_clip_fitted_in_blocks_gives_the_one_block_answer(monkeypatch):
 
     monkeypatch.setattr(attribute, "DECOMPOSE_BLOCK_BYTES", 1)  # the smallest block: 256 frames
     blocks = decompose(clip, RegressorReader((1, 1), read), SR)
-    nfft, hop = _stft_params(SR)
+    nfft, hop = stft_params(SR)
     assert len(asked) > 4 and max(asked) <= 256 * hop + nfft
     tol = 1e-5 * float(one.total.max())
     np.testing.assert_allclose(blocks.component, one.component, atol=tol, rtol=0)
@@ -1256,9 +1256,9 @@ def test_a_time_stretched_clip_is_fitted_by_its_stems_power_spectra():
     dec = decompose_stretched(clip, RegressorReader((1, 1), lambda start, n: asked.append(n) or read(start, n)),
                               SR, speed)
     # The stems are read a block of frames at a time (memory bounded however long the clip).
-    from whichsound.attribute import _STRETCH_BLOCK, STRETCH_CELL, _stft_params
+    from whichsound.attribute import _STRETCH_BLOCK, STRETCH_CELL, stft_params
 
-    nfft, hop = _stft_params(SR)
+    nfft, hop = stft_params(SR)
     assert len(asked) > 2 and max(asked) <= (_STRETCH_BLOCK + STRETCH_CELL) * hop * speed + nfft
     assert dec.explained > 0.7  # 0.78 measured; a vocoder smears energy over neighbouring bins and frames
     truth = np.array([np.sum(s.astype(np.float64) ** 2) for s in stems])

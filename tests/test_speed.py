@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -254,3 +255,66 @@ def test_a_stretch_is_believed_only_where_it_explains_more_than_speed_one(monkey
     got = loc._pitch_kept([hyp("steady"), hyp("stretched"), hyp("weak")], cache, None, None, zcrit=9.0)
     assert [h.group for h in got] == [("stretched",)]
     assert got[0].peaks[0].z == 20.0 and got[0].pitch_kept
+
+
+def _stub_stretched_fits(monkeypatch, at_speed_one, stretched=0.9, z=20.0):
+    """locate's pitch-kept fits stubbed: `at_speed_one(group, lag)` explained at speed 1, `stretched` at any
+    other speed, significance `z`; returns the list of (group, speed, lag) fitted and a hypothesis maker."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    import whichsound.locate as loc
+
+    calls = []
+
+    def fitted(h, cache, focus, band, lag=None):
+        place = h.lag if lag is None else lag
+        calls.append((h.group, h.speed, place))
+        e = at_speed_one(h.group, place) if h.speed == 1.0 else stretched
+        return replace(h, lag=float(place), decomposition=SimpleNamespace(explained=e), pitch_kept=True)
+
+    monkeypatch.setattr(loc, "_stretched", fitted)
+    monkeypatch.setattr(loc, "_stretched_significance", lambda h, cache, band: z)
+    stem = SimpleNamespace(samplerate=SR)
+    peak = loc._Peak(None, None, 0.0, 0, 0.0)
+
+    def hyp(group, speed=25 / 24, lag=1000.0):
+        return loc.Hypothesis((group,), (stem,), lag, (peak,), SimpleNamespace(explained=0.01), speed)
+
+    return calls, hyp
+
+
+def test_speed_one_is_fitted_at_its_best_place_over_the_stretch(monkeypatch):
+    # A sound heard at the stems' speed fits speed 1 best where the stretch puts it: its time in the clip
+    # times the speed change past the stretch's start, not at the stretch's centre (public seed 6: an
+    # isolated line was taken pitch-kept at 1.3 % slow, 8.5 ms off). Stubbed: speed 1 explains 0.95 at
+    # one place near the stretch's end, falling 0.3 per 4 hops (1024 samples) away from it; the stretch
+    # explains 0.9. At the centre speed 1 explains 0.75, so one fit there would keep the stretch.
+    import whichsound.locate as loc
+
+    n = SR  # the stubbed clip's samples
+    best = 1000.0 + 0.85 * n * (25 / 24 - 1)
+    calls, hyp = _stub_stretched_fits(monkeypatch, lambda g, lag: 0.95 - 0.3 * abs(lag - best) / 1024)
+    cache = SimpleNamespace(get=lambda sr, speed: (np.zeros((n, 1)), None))
+    centre = 1000.0 + n * (25 / 24 - 1) / 2
+    assert 0.95 - 0.3 * abs(centre - best) / 1024 < 0.9
+    h = hyp("stretched")
+    # Within a quarter hop's half (32 samples) of the best place: 0.3 * 32 / 1024 under its 0.95.
+    assert loc._best_unstretched(h, cache, None) >= 0.95 - 0.3 * 32 / 1024
+    assert all(1000.0 <= lag <= 1000.0 + n * (25 / 24 - 1) + 1 for _, sp, lag in calls if sp == 1.0)
+    assert loc._pitch_kept([h], cache, None, None, zcrit=9.0) == []
+
+
+def test_a_speed_past_the_search_span_is_not_fitted_pitch_kept(monkeypatch):
+    # The envelope search spans +-5 % (SPEED_SPAN); a refined speed past it (public seed 6: a phone copy of
+    # a noise in no stem refined to 5.7 % fast, then taken pitch-kept) was not found by it. Stubbed fits
+    # that would keep any stretch: only the one inside the span is fitted and kept.
+    import whichsound.locate as loc
+    from whichsound.align import SPEED_SPAN
+
+    calls, hyp = _stub_stretched_fits(monkeypatch, lambda g, lag: 0.5)
+    cache = SimpleNamespace(get=lambda sr, speed: (np.zeros((SR, 1)), None))
+    got = loc._pitch_kept([hyp("inside", 1.0 + SPEED_SPAN * 0.9), hyp("past", 1.0 + SPEED_SPAN * 1.15)],
+                          cache, None, None, zcrit=9.0)
+    assert [h.group for h in got] == [("inside",)]
+    assert {g for g, _, _ in calls} == {("inside",)}

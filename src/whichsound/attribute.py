@@ -217,7 +217,7 @@ _STFT_BLOCK = 256
 _STFT_BLOCK_BYTES = 4 * 2**20
 
 
-def _stft_params(samplerate: int) -> tuple[int, int]:
+def stft_params(samplerate: int) -> tuple[int, int]:
     """(nfft, hop) of the decomposition's STFT: ~21 ms frames, 75 % overlap."""
     nfft = int(2 ** round(np.log2(samplerate / 47.0)))
     return nfft, nfft // 4
@@ -226,7 +226,7 @@ def _stft_params(samplerate: int) -> tuple[int, int]:
 def clip_stft(clip: np.ndarray, samplerate: int) -> np.ndarray:
     """The clip's STFT as decompose() uses it, (bins, frames, channels): computed once, passed to many fits
     of one clip."""
-    return _band_major_stft(_without_offset(clip), *_stft_params(samplerate))
+    return _band_major_stft(_without_offset(clip), *stft_params(samplerate))
 
 
 def _without_offset(x: np.ndarray) -> np.ndarray:
@@ -349,7 +349,7 @@ def decompose(
     a clip fitted in one block (DECOMPOSE_BLOCK_BYTES) is measured so. `_stems_stft`: the stems' STFT and
     channel means of that first fit, which the refit reuses (and which marks it: no third fit).
     """
-    nfft, hop = _stft_params(samplerate)
+    nfft, hop = stft_params(samplerate)
     x = np.asarray(clip, dtype=np.float32)
     if x.ndim == 1:
         x = x[:, None]
@@ -1343,7 +1343,7 @@ def containment(clip_stft: np.ndarray, stem: np.ndarray, samplerate: int, frames
     averaged over 3 x 3 cells (the stem's other sounds can cancel the clip's in one cell, not over a
     neighbourhood). A sound heard alone from its stem: coherent high, beyond about 0; a noise added to
     a mix: beyond about its share of the clip in every stem. `clip_stft`: clip_stft() of the clip."""
-    nfft, hop = _stft_params(samplerate)
+    nfft, hop = stft_params(samplerate)
     sel = slice(None) if frames is None else np.asarray(frames, dtype=bool)
     x = clip_stft.sum(axis=2)
     y = _band_major_stft(_without_offset(stem), nfft, hop).sum(axis=2)
@@ -1420,7 +1420,7 @@ def decompose_stretched(
 
     from whichsound import fft
 
-    nfft, hop = _stft_params(samplerate)
+    nfft, hop = stft_params(samplerate)
     x = np.asarray(clip, dtype=np.float32)
     if x.ndim == 1:
         x = x[:, None]
