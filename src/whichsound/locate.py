@@ -1081,14 +1081,15 @@ def _speed_searched(groups, stems, cache, index, focus, band) -> list[Hypothesis
 def _pitch_kept(searched: list[Hypothesis], cache: _ClipCache, focus, band, zcrit: float) -> list[Hypothesis]:
     """The places and speeds the envelope search found (`searched`), fitted as a clip time-stretched with
     its pitch kept (attribute.decompose_stretched): each timeline's best that explains at least
-    RESCAN_BELOW of the clip, leaves less residual than the same fit at speed 1 over the same stretch of the
-    stems (a short or steady sound, a bird heard alone, fits its spectra alike at any speed near 1: its
-    speed is not shown; two isolated clips of public seed 2 left 1.3 and 2.8 times the residual at speed 1,
-    four stretched clips of bench_extra's pal_pitchfix 0.17-0.83 times), and stands `zcrit` standard
+    RESCAN_BELOW of the clip, leaves less residual than the same fit at speed 1 at its best place over the
+    same stretch of the stems (_best_unstretched; a short or steady sound, a bird heard alone, fits its
+    spectra alike at any speed near 1: its speed is not shown; at the stretch's centre, two isolated clips
+    of public seed 2 left 1.3 and 2.8 times the residual at speed 1, four stretched clips of bench_extra's
+    pal_pitchfix 0.17-0.83 times), and stands `zcrit` standard
     deviations above its fits at FIT_TEST_PLACES random places, that z as its peaks' (the resampled scans
     that gave their z do not see such a clip).
 
-    Only speeds changed by SMALL_SPEED_CHANGE or more: a pitch is kept through a format's conversion (PAL's
+    Only speeds changed by SMALL_SPEED_CHANGE to SPEED_SPAN: a pitch is kept through a format's conversion (PAL's
     25/24, 4 %); a pull-down's or a drift's change (0.1 %) is a resampling, and at speeds that near 1 the
     power spectra of a resampled copy fit too (a phone copy's would win on them, unaligned)."""
     from dataclasses import replace
