@@ -1411,10 +1411,11 @@ def decompose_stretched(
     fitted per bin as a sum of the stem channels' powers, one gain >= 0 per stem channel and band (powers
     of independent sounds add: what a mix and its copy's EQ do to them). `regressors`: the stems read as
     decompose() reads them, samples counted from where the clip's first sample lies (the stems' frames
-    run `speed` times as fast, so the reads reach past the clip's length). The residual is the clip's power the fit leaves, bin by bin; a frame's stems hold at most its
-    energy. Energies are Parseval-weighted as decompose()'s, inside `band` (lo, hi Hz) when given.
-    `clip_stft`: the clip's STFT as clip_stft() makes it (or a function giving it), when the caller holds
-    it already (a significance test fits one clip at many places).
+    run `speed` times as fast, so the reads reach past the clip's length). The residual is the clip's
+    power the fit leaves, bin by bin; a frame's stems hold at most its energy. Energies are
+    Parseval-weighted as decompose()'s, inside `band` (lo, hi Hz) when given. `clip_stft`: the clip's STFT
+    as clip_stft() makes it (or a function giving it), when the caller holds it already (a significance
+    test fits one clip at many places).
     """
     from scipy.optimize import nnls
 

@@ -1018,6 +1018,12 @@ SNAP_RADIUS = 256
 UNSTRETCHED_PLACES = 9
 
 
+def _in_speed_span(speed: float) -> bool:
+    """Whether `speed` lies within the envelope search's SPEED_SPAN of 1 (its grid's last speed, 1.05 as
+    floats make it, included)."""
+    return abs(speed - 1.0) <= SPEED_SPAN * (1 + 1e-9)
+
+
 def _timeline_features(index, members: list[int], stems: list[Stem]) -> np.ndarray:
     """Envelope features of a timeline's stems summed to mono, from the index's copies (which must be at
     the features' 8 kHz), block by block (align.summed_band_energies). Cached per process."""
@@ -1058,7 +1064,7 @@ def _speed_searched(groups, stems, cache, index, focus, band) -> list[Hypothesis
         )
         if quality <= 0.0:
             continue
-        if abs(sp2 - 1.0) > SPEED_SPAN and abs(sp2 - sp) > SNAP_SPEED:
+        if not _in_speed_span(sp2) and abs(sp2 - sp) > SNAP_SPEED:
             # The drift's refinement left the span searched, further from the envelopes' speed than their
             # error (probe seed 42: a steady background's 5 % refined to 13 %; seed 41: a pitch-kept 4.19 %
             # to 5.15 %; public seed 6: a phone copy's 5.07 % to 5.7 %): it measured no speed. (A copy
@@ -1087,19 +1093,19 @@ def _pitch_kept(searched: list[Hypothesis], cache: _ClipCache, focus, band, zcri
     same stretch of the stems (_best_unstretched; a short or steady sound, a bird heard alone, fits its
     spectra alike at any speed near 1: its speed is not shown; at the stretch's centre, two isolated clips
     of public seed 2 left 1.3 and 2.8 times the residual at speed 1, four stretched clips of bench_extra's
-    pal_pitchfix 0.17-0.83 times), and stands `zcrit` standard
-    deviations above its fits at FIT_TEST_PLACES random places, that z as its peaks' (the resampled scans
-    that gave their z do not see such a clip).
+    pal_pitchfix 0.17-0.83 times), and stands `zcrit` standard deviations above its fits at
+    FIT_TEST_PLACES random places, that z as its peaks' (the resampled scans that gave their z do not see
+    such a clip).
 
-    Only speeds changed by SMALL_SPEED_CHANGE to SPEED_SPAN: a pitch is kept through a format's conversion (PAL's
-    25/24, 4 %); a pull-down's or a drift's change (0.1 %) is a resampling, and at speeds that near 1 the
-    power spectra of a resampled copy fit too (a phone copy's would win on them, unaligned)."""
+    Only speeds changed by SMALL_SPEED_CHANGE to SPEED_SPAN: a pitch is kept through a format's conversion
+    (PAL's 25/24, 4 %); a pull-down's or a drift's change (0.1 %) is a resampling, and at speeds that near 1
+    the power spectra of a resampled copy fit too (a phone copy's would win on them, unaligned)."""
     from dataclasses import replace
 
     standard = {ratio for ratio, _ in STANDARD_SPEEDS}
     # A speed past the envelope search's span (its parabola through the best three reaches past the grid's
     # last speed) is one the search did not try: it found none there.
-    searched = [h for h in searched if SMALL_SPEED_CHANGE <= abs(h.speed - 1.0) <= SPEED_SPAN * (1 + 1e-9)]
+    searched = [h for h in searched if abs(h.speed - 1.0) >= SMALL_SPEED_CHANGE and _in_speed_span(h.speed)]
     # Where the search tried a standard speed for a timeline, that one: the power spectra cannot tell
     # 0.2 % apart over a few seconds.
     tried = [h for h in searched if h.speed in standard]
