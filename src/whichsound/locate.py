@@ -47,6 +47,7 @@ from whichsound.attribute import (
     CONTAINED_COHERENT,
     CONTAINED_OVER,
     EVENT_CONTEXT_S,
+    EVENT_TIE_SHARE,
     Decomposition,
     Match,
     RegressorReader,
@@ -1602,6 +1603,10 @@ def _verdict(winner: Hypothesis, matches: list[Match], zcrit: float, min_score: 
     dec = winner.decomposition
     in_winner = [m for m in matches if any(m.stem is s for s in winner.stems)]
     ranked = sorted(in_winner, key=lambda m: -(m.share or 0.0))
+    tied = _event_tie(dec, winner, ranked)
+    if tied is not None:
+        ranked.remove(tied)
+        ranked.insert(0, tied)
     top = ranked[0]
     top_share = top.share or 0.0
     second = ranked[1].share or 0.0 if len(ranked) > 1 else 0.0
@@ -1683,6 +1688,9 @@ def _verdict(winner: Hypothesis, matches: list[Match], zcrit: float, min_score: 
         where = f"{top.stem.rel} ({_take_words(production)})"
     kind = "production take" if top.stem.role == "PROD" else f"{role} stem"
     text = f"In the {kind} {where} (shares: {shares_txt}, residual {dec.residual:.2f})."
+    if tied is not None and part is None:
+        text += (f" Its share ties with the {ranked[1].stem.role} stem's (within {EVENT_TIE_SHARE:g}); the clip "
+                 "is cut around its sound.")
     if part is not None:
         text = (f"In the {kind} {where}: the clip is a part of it heard alone ({contained.beyond:.2f} of the clip "
                 f"lies beyond it; the stem holds other sounds there: shares {shares_txt}, residual "
@@ -1692,6 +1700,19 @@ def _verdict(winner: Hypothesis, matches: list[Match], zcrit: float, min_score: 
         text += (", its pitch kept (time-stretched: matched on its spectrum over time, its offset to a few "
                  "milliseconds)." if winner.pitch_kept else ".")
     return Verdict(top, top.stem.origin, conf, dec.residual, text, production=production, evidence=evidence)
+
+
+def _event_tie(dec: Decomposition, winner: Hypothesis, ranked: list[Match]) -> Match | None:
+    """The match of the stem whose sound the clip is cut around (dec.event_stem) when it is not first by
+    share but within EVENT_TIE_SHARE of the first: shares that close are a tie (a lossy copy moves them
+    that much), and the sound the clip was cut around is the noise. None otherwise."""
+    if dec.focus != "event" or dec.event_stem is None or dec.event_stem < 0 or len(ranked) < 2:
+        return None
+    stem = winner.stems[dec.event_stem]
+    got = next((m for m in ranked if m.stem is stem), None)
+    if got is None or got is ranked[0]:
+        return None
+    return got if (got.share or 0.0) >= (ranked[0].share or 0.0) - EVENT_TIE_SHARE else None
 
 
 def _production_block(stem: Stem, channel: int, offset: float, share: float) -> dict:
