@@ -1706,7 +1706,7 @@ def _event_tie(dec: Decomposition, winner: Hypothesis, ranked: list[Match]) -> M
     """The match of the stem whose sound the clip is cut around (dec.event_stem) when it is not first by
     share but within EVENT_TIE_SHARE of the first: shares that close are a tie (a lossy copy moves them
     that much), and the sound the clip was cut around is the noise. None otherwise."""
-    if dec.focus != "event" or dec.event_stem is None or dec.event_stem < 0 or len(ranked) < 2:
+    if dec.event_stem is None or dec.event_stem < 0:  # set by choose_focus with focus "event" only
         return None
     stem = winner.stems[dec.event_stem]
     got = next((m for m in ranked if m.stem is stem), None)
