@@ -1186,6 +1186,18 @@ EVENT_RISE_DB = 10.0
 EVENT_TIE_SHARE = 0.01
 
 
+#: "In no stem" when the residual above the clip's own floor (Decomposition.residual_floor), renormalised
+#: (residual_excess), outweighs the top stem, or is at least NONE_EXCESS of the clip and NONE_RATIO of the
+#: top stem's share: the stems explain a clip almost entirely, so a fifth of it left over is a sound added
+#: after them (locate's verdict; event_focus asks the same of a sound no stem explains beside a stem's).
+NONE_EXCESS = 0.2
+NONE_RATIO = 0.5
+#: When a stem's sound passes event_focus's edge test, the sound no stem explains is tried too, and is the
+#: noise when it passes that test and would be "in no stem" over its own extent (NONE_EXCESS, NONE_RATIO);
+#: False: the stem's sound is taken, as before.
+UNEXPLAINED_BESIDE_STEM = True
+
+
 def event_focus(dec: Decomposition, duration_s: float, handle_s: float) -> tuple[int, np.ndarray] | None:
     """The stem whose sound the clip is cut around (-1: the sound no stem explains), and the frames of
     that sound (weights 0/1).
@@ -1219,6 +1231,9 @@ def event_focus(dec: Decomposition, duration_s: float, handle_s: float) -> tuple
     attributed over their noise instead of the clip less its handles, no other clip's focus moved; copies
     (phone, MP3, AAC, 16 kHz, noise, room, broadcast, EQ, clipping; 1415 clips) 1333 -> 1334 right, 61
     more "in no stem" clips over their noise, no other clip moved.
+    When a stem's sound passes the edge test, so may a sound no stem explains beside it (a door under a
+    word, both cut with air): with UNEXPLAINED_BESIDE_STEM it is tried first, and is the noise when it
+    would be "in no stem" over its own extent (NONE_EXCESS, NONE_RATIO).
     """
     t = dec.times
     if len(t) < 4 or dec.total.sum() <= 0:
@@ -1234,6 +1249,12 @@ def event_focus(dec: Decomposition, duration_s: float, handle_s: float) -> tuple
         return int(inside[0]), int(inside[-1])
 
     got = _cut_around(dec, duration_s, handle_s, quiet_at_edges)
+    if got is not None and UNEXPLAINED_BESIDE_STEM:
+        # Two sounds cut with air: a stem's (a word, a step) and one no stem explains. The noise is in no
+        # stem when, over its own extent, the verdict would say so.
+        beside = _unexplained_event(dec, duration_s, handle_s, edges, floor, beside_stem=True)
+        if beside is not None:
+            return beside
     context = None if got is not None else dec.beyond()
     if context is None:
         return got
@@ -1267,7 +1288,7 @@ def event_focus(dec: Decomposition, duration_s: float, handle_s: float) -> tuple
 
 
 def _unexplained_event(dec: Decomposition, duration_s: float, handle_s: float, edges: np.ndarray,
-                       floor: float) -> tuple[int, np.ndarray] | None:
+                       floor: float, beside_stem: bool = False) -> tuple[int, np.ndarray] | None:
     """event_focus's last test, when no stem's sound passes any test, those beyond the clip's ends
     included (only then: a stem's sound cut tight would otherwise lose to whatever the fit left over): the
     sound no stem explains (a noise added after the stems: a sneeze in the room, a click in the print) as
@@ -1275,7 +1296,9 @@ def _unexplained_event(dec: Decomposition, duration_s: float, handle_s: float, e
     It passes as a stem's would (EVENT_MIN_SHARE of the clip, EVENT_EXTENT_DB under its peak over the
     clip's edges, an extent leaving at most `handle_s` at either end, give or take EVENT_BEYOND_S of the
     frames' smear) and when it outweighs every stem over that extent: (-1, its frames), else None. A copy's
-    steady hiss sounds through the edges and never passes."""
+    steady hiss sounds through the edges and never passes. `beside_stem`: a stem's sound passed the edge
+    test too; the residual's excess over the clip's floor need then only reach NONE_EXCESS and NONE_RATIO
+    of the top stem's share there (the verdict's "in no stem")."""
     e, t = dec.residual_e, dec.times
     peak = float(e.max())
     if peak <= 0 or e.sum() < EVENT_MIN_SHARE * dec.total.sum() or e[edges].max() > peak * floor:
@@ -1287,7 +1310,17 @@ def _unexplained_event(dec: Decomposition, duration_s: float, handle_s: float, e
     w = np.zeros(len(t))
     w[lo : hi + 1] = 1.0
     shares, residual = dec.summarise(w)
-    return (-1, w) if residual > max(shares.values(), default=0.0) else None
+    top = max(shares.values(), default=0.0)
+    if beside_stem:
+        excess = residual_excess(residual, dec.residual_floor())
+        return (-1, w) if excess >= NONE_EXCESS and excess >= NONE_RATIO * top else None
+    return (-1, w) if residual > top else None
+
+
+def residual_excess(residual: float, floor: float) -> float:
+    """A residual share's excess over the clip's own floor of unexplained energy (residual_floor),
+    renormalised to what is above that floor: the share of a sound no stem explains."""
+    return max(residual - floor, 0.0) / max(1.0 - floor, 1e-9)
 
 
 def _cut_around(dec: Decomposition, duration_s: float, handle_s: float,

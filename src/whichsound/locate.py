@@ -48,6 +48,8 @@ from whichsound.attribute import (
     CONTAINED_OVER,
     EVENT_CONTEXT_S,
     EVENT_TIE_SHARE,
+    NONE_EXCESS,
+    NONE_RATIO,
     Decomposition,
     Match,
     RegressorReader,
@@ -58,6 +60,7 @@ from whichsound.attribute import (
     containment,
     decompose,
     decompose_stretched,
+    residual_excess,
     stft_params,
 )
 from whichsound.audio import Clip, read_clip, read_segment, to_mono
@@ -78,11 +81,8 @@ SPEED_TOLERANCE = 2e-5
 #: Speeds scanned again (PAL 25 <-> 24 fps) when the clip at speed 1 explains less than RESCAN_BELOW.
 RESCAN_SPEEDS = (24 / 25, 25 / 24)
 RESCAN_BELOW = 0.5
-#: "In no stem" when the residual above the clip's own floor (Decomposition.residual_floor), renormalised,
-#: outweighs the top stem, or is at least NONE_EXCESS of the clip and NONE_RATIO of the top stem's share:
-#: the stems explain a clip almost entirely, so a fifth of it left over is a sound added after them.
-NONE_EXCESS = 0.2
-NONE_RATIO = 0.5
+#: "In no stem" (see attribute.NONE_EXCESS) also when the best stem explains under 1/NONE_DOMINANCE of
+#: what is left unexplained: a noise filling the whole clip raises the floor to itself.
 NONE_DOMINANCE = 10.0
 #: A degraded clip (a phone, a room) is also in no stem when this share of what it kept is left even by
 #: the stems' fitted sum with its level and EQ followed frame by frame, above each band's steady floor
@@ -1614,7 +1614,7 @@ def _verdict(winner: Hypothesis, matches: list[Match], zcrit: float, min_score: 
     aligned = (zmax >= zcrit or (z_fit is not None and z_fit >= zcrit)) and (
         min_score is None or top.score >= min_score)
     floor = dec.residual_floor()
-    excess = max(dec.residual - floor, 0.0) / max(1.0 - floor, 1e-9)
+    excess = residual_excess(dec.residual, floor)
     in_no_stem = (
         excess >= top_share * (1.0 - floor)
         or (excess >= NONE_EXCESS and excess >= NONE_RATIO * top_share)
