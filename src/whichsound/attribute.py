@@ -1289,16 +1289,17 @@ def event_focus(dec: Decomposition, duration_s: float, handle_s: float) -> tuple
 
 def _unexplained_event(dec: Decomposition, duration_s: float, handle_s: float, edges: np.ndarray,
                        floor: float, beside_stem: bool = False) -> tuple[int, np.ndarray] | None:
-    """event_focus's last test, when no stem's sound passes any test, those beyond the clip's ends
-    included (only then: a stem's sound cut tight would otherwise lose to whatever the fit left over): the
-    sound no stem explains (a noise added after the stems: a sneeze in the room, a click in the print) as
-    the sound the clip is cut around.
+    """event_focus's test of the sound no stem explains (a noise added after the stems: a sneeze in the
+    room, a click in the print) as the sound the clip is cut around: last, when no stem's sound passes any
+    test, those beyond the clip's ends included (a stem's sound cut tight would otherwise lose to whatever
+    the fit left over); or beside a stem's sound that passed the edge test (`beside_stem`, below).
     It passes as a stem's would (EVENT_MIN_SHARE of the clip, EVENT_EXTENT_DB under its peak over the
     clip's edges, an extent leaving at most `handle_s` at either end, give or take EVENT_BEYOND_S of the
     frames' smear) and when it outweighs every stem over that extent: (-1, its frames), else None. A copy's
     steady hiss sounds through the edges and never passes. `beside_stem`: a stem's sound passed the edge
-    test too; the residual's excess over the clip's floor need then only reach NONE_EXCESS and NONE_RATIO
-    of the top stem's share there (the verdict's "in no stem")."""
+    test too; the residual's excess over the clip's floor of unexplained energy (residual_floor, not the
+    extent's `floor` ratio) need then only reach NONE_EXCESS and NONE_RATIO of the top stem's share there
+    (the verdict's "in no stem")."""
     e, t = dec.residual_e, dec.times
     peak = float(e.max())
     if peak <= 0 or e.sum() < EVENT_MIN_SHARE * dec.total.sum() or e[edges].max() > peak * floor:
