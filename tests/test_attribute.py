@@ -1450,7 +1450,8 @@ def test_a_noise_in_no_stem_beside_a_word_cut_with_air_is_the_noise(tmp_path, mo
 
 
 def test_a_faint_noise_beside_a_word_leaves_the_word_the_sound_the_clip_is_cut_around(monkeypatch):
-    # The door at 0.12 of its extent: under NONE_EXCESS, so the word stays the focus.
+    # The door at 0.12 of its extent: under NONE_EXCESS (and NONE_RATIO of the word's share), so the word
+    # stays the focus.
     import whichsound.attribute as attribute
 
     monkeypatch.setattr(attribute, "UNEXPLAINED_BESIDE_STEM", True)

@@ -1184,8 +1184,6 @@ EVENT_RISE_DB = 10.0
 #: seeds 1-6, the stems' shares of each clip at its verdict's alignment, clean against MP3 128 kb/s copies
 #: (265 shares over 0.2): median 0.002, 90th percentile 0.009, 95th 0.012.
 EVENT_TIE_SHARE = 0.01
-
-
 #: "In no stem" when the residual above the clip's own floor (Decomposition.residual_floor), renormalised
 #: (residual_excess), outweighs the top stem, or is at least NONE_EXCESS of the clip and NONE_RATIO of the
 #: top stem's share: the stems explain a clip almost entirely, so a fifth of it left over is a sound added
@@ -1308,13 +1306,11 @@ def _unexplained_event(dec: Decomposition, duration_s: float, handle_s: float, e
     lo, hi = int(inside[0]), int(inside[-1])
     if t[lo] > handle_s + EVENT_BEYOND_S or duration_s - t[hi] > handle_s + EVENT_BEYOND_S:
         return None
-    w = np.zeros(len(t))
-    w[lo : hi + 1] = 1.0
+    w = _frames_between(len(t), lo, hi)
     shares, residual = dec.summarise(w)
     top = max(shares.values(), default=0.0)
     if beside_stem:
-        excess = residual_excess(residual, dec.residual_floor())
-        return (-1, w) if excess >= NONE_EXCESS and excess >= NONE_RATIO * top else None
+        return (-1, w) if added_after_stems(residual_excess(residual, dec.residual_floor()), top) else None
     return (-1, w) if residual > top else None
 
 
@@ -1322,6 +1318,20 @@ def residual_excess(residual: float, floor: float) -> float:
     """A residual share's excess over the clip's own floor of unexplained energy (residual_floor),
     renormalised to what is above that floor: the share of a sound no stem explains."""
     return max(residual - floor, 0.0) / max(1.0 - floor, 1e-9)
+
+
+def added_after_stems(excess: float, top_share: float) -> bool:
+    """Whether a residual excess (residual_excess) is a sound added after the stems by its size: at least
+    NONE_EXCESS of the clip and NONE_RATIO of the top stem's share (one of the verdict's "in no stem"
+    tests, and the one event_focus asks of a sound no stem explains beside a stem's)."""
+    return excess >= NONE_EXCESS and excess >= NONE_RATIO * top_share
+
+
+def _frames_between(n: int, lo: int, hi: int) -> np.ndarray:
+    """Focus weights over `n` frames: 1 on frames lo..hi (inclusive), 0 elsewhere."""
+    w = np.zeros(n)
+    w[lo : hi + 1] = 1.0
+    return w
 
 
 def _cut_around(dec: Decomposition, duration_s: float, handle_s: float,
@@ -1343,8 +1353,7 @@ def _cut_around(dec: Decomposition, duration_s: float, handle_s: float,
         lo, hi = got
         if t[lo] > handle_s or duration_s - t[hi] > handle_s:
             continue
-        w = np.zeros(len(t))
-        w[lo : hi + 1] = 1.0
+        w = _frames_between(len(t), lo, hi)
         shares, _ = dec.summarise(w)
         if shares[i] >= max(shares.values()) - EVENT_TIE_SHARE and (best is None or shares[i] > best[0]):
             best = (shares[i], i, w)

@@ -48,12 +48,11 @@ from whichsound.attribute import (
     CONTAINED_OVER,
     EVENT_CONTEXT_S,
     EVENT_TIE_SHARE,
-    NONE_EXCESS,
-    NONE_RATIO,
     Decomposition,
     Match,
     RegressorReader,
     Verdict,
+    added_after_stems,
     choose_focus,
     clip_stft,
     comparable_explained,
@@ -1617,7 +1616,7 @@ def _verdict(winner: Hypothesis, matches: list[Match], zcrit: float, min_score: 
     excess = residual_excess(dec.residual, floor)
     in_no_stem = (
         excess >= top_share * (1.0 - floor)
-        or (excess >= NONE_EXCESS and excess >= NONE_RATIO * top_share)
+        or added_after_stems(excess, top_share)
         # A noise filling the whole clip raises the floor to itself: the excess then reads 0, but a stem
         # that explains under a tenth of what is left unexplained is not the source.
         or dec.residual >= NONE_DOMINANCE * top_share
