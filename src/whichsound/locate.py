@@ -435,12 +435,12 @@ def locate(
     takes = [i for i, st in enumerate(stems) if st.role == "PROD"]
     first = [i for i in range(len(stems)) if i not in set(takes)] or takes
     ahead: dict[tuple, tuple] = {}  # stem indices -> (the index searched, their pre-search under way)
-    scan(first, 1.0, idx, envelopes=True)
     if presearch and idx is not None and takes and first is not takes and clip.duration_s <= PARALLEL_MAX_S:
         # The takes are searched for most clips the timelines place (a dialogue verdict's provenance):
-        # their pre-search runs on the spare thread while a timeline's candidate is fitted.
+        # their pre-search runs on the spare thread while the timelines are searched.
         sel, use = [stems[i] for i in takes], idx
-        ahead[tuple(takes)] = (idx, _Ahead(lambda: _presearch(sel, cache, use, near), start=False))
+        ahead[tuple(takes)] = (idx, _Ahead(lambda: _presearch(sel, cache, use, near)))
+    scan(first, 1.0, idx, envelopes=True)
     timelines_presearched = info["presearch"] == "used" and first is not takes
     if not scans:
         raise InputError("no stem could be searched: " + "; ".join(warnings))
@@ -1202,9 +1202,11 @@ def _speed_trial(key, members, stems, cache, index, speed: float, lag: float, fo
 
 def _peak_bins(curve: np.ndarray, count: int, exclusion: int) -> list[int]:
     """Indices of the `count` largest values of `curve`, at least `exclusion` bins apart."""
-    order = np.argsort(curve)[::-1]
+    top = min(len(curve), max(count * (2 * exclusion + 1) * 4, 64))
+    order = np.argpartition(curve, len(curve) - top)[len(curve) - top:]
+    order = order[np.argsort(curve[order], kind="stable")[::-1]]
     picked: list[int] = []
-    for k in order[: max(count * (2 * exclusion + 1) * 4, 64)]:
+    for k in order:
         if all(abs(int(k) - p) > exclusion for p in picked):
             picked.append(int(k))
             if len(picked) == count:
