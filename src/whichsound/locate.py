@@ -1201,9 +1201,14 @@ def _speed_trial(key, members, stems, cache, index, speed: float, lag: float, fo
 
 
 def _peak_bins(curve: np.ndarray, count: int, exclusion: int) -> list[int]:
-    """Indices of the `count` largest values of `curve`, at least `exclusion` bins apart."""
-    top = min(len(curve), max(count * (2 * exclusion + 1) * 4, 64))
-    order = np.argpartition(curve, len(curve) - top)[len(curve) - top:]
+    """Indices of the `count` largest values of `curve`, at least `exclusion` bins apart. A pre-searched
+    curve is 0 but where it was scanned: only those bins are ranked when they are enough."""
+    top = max(count * (2 * exclusion + 1) * 4, 64)
+    order = np.flatnonzero(curve > 0)
+    if len(order) < top:
+        order = np.arange(len(curve))
+    if len(order) > top:
+        order = order[np.argpartition(curve[order], len(order) - top)[len(order) - top:]]
     order = order[np.argsort(curve[order], kind="stable")[::-1]]
     picked: list[int] = []
     for k in order:
