@@ -1623,7 +1623,7 @@ def _verdict(winner: Hypothesis, matches: list[Match], zcrit: float, min_score: 
     excess = residual_excess(dec.residual, floor)
     in_no_stem = (
         excess >= top_share * (1.0 - floor)
-        or added_after_stems(excess, top_share)
+        or added_after_stems(excess, top_share, floor)
         # A noise filling the whole clip raises the floor to itself: the excess then reads 0, but a stem
         # that explains under a tenth of what is left unexplained is not the source.
         or dec.residual >= NONE_DOMINANCE * top_share
