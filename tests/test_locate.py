@@ -610,3 +610,26 @@ def test_confidence_grows_with_the_margin_and_with_what_the_stems_explain():
             got = [confidence_of(e, found) for e in series]
             assert all(0.0 < c < 1.0 for c in got)
             assert got[0] < got[1] < got[2], (found, got)
+
+
+@pytest.mark.parametrize("scanned", [40, 5000])
+def test_peak_bins_are_the_largest_bins_apart_whether_few_or_many_were_scanned(scanned):
+    # A pre-searched curve is 0 but where it was scanned (few bins, under the ranked count, or many): the
+    # picks are the largest values at least `exclusion` bins apart, as a full sort gives them.
+    from whichsound.locate import _peak_bins
+
+    rng = np.random.default_rng(scanned)
+    curve = np.zeros(200_000)
+    at = rng.choice(len(curve), scanned, replace=False)
+    curve[at] = rng.uniform(0.01, 0.5, scanned)
+    curve[[1000, 1001, 1003, 90_000, 150_000]] = [0.9, 0.95, 0.8, 0.85, 0.7]
+    got = _peak_bins(curve, 3, 2)
+    assert got == [1001, 90_000, 150_000]  # 1000 and 1003 lie within 2 bins of 1001
+
+    expected = []
+    for k in np.argsort(-curve, kind="stable"):
+        if all(abs(int(k) - p) > 2 for p in expected):
+            expected.append(int(k))
+            if len(expected) == 6:
+                break
+    assert _peak_bins(curve, 6, 2) == expected
