@@ -166,29 +166,20 @@ def _pmap(fn, items, parallel: bool = True) -> list:
 class _Ahead:
     """fn(), a result the search will likely want next, worked out on a spare search thread while the
     caller goes on (SEARCH_THREADS > 1, not nested), else only when first asked for: the same result
-    either way, sooner when the caller's own work leaves a core idle (a fit runs in one thread).
-    `start`=False waits for start(), so that it does not take a thread from the caller's own parallel work."""
+    either way, sooner when the caller's own work leaves a core idle (a fit runs in one thread)."""
 
-    def __init__(self, fn, start: bool = True):
+    def __init__(self, fn):
         self._fn = fn
         self._future = None
-        self._asked = False
-        if start:
-            self.start()
-
-    def start(self) -> None:
-        """Begin on the spare thread (once, and not after value() has been asked for)."""
-        if self._future is None and not self._asked and SEARCH_THREADS > 1 and not getattr(_IN_POOL, "on", False):
+        if SEARCH_THREADS > 1 and not getattr(_IN_POOL, "on", False):
             self._future = _spare().submit(_in_pool, self._fn)
 
     def value(self):
         """fn()'s result (its exception raised here, where the caller would have met it)."""
-        self._asked = True
         return self._fn() if self._future is None else self._future.result()
 
     def drop(self) -> None:
         """Not wanted after all: not started if it has not started yet."""
-        self._asked = True
         if self._future is not None:
             self._future.cancel()
 
@@ -504,8 +495,7 @@ def locate(
                 if is_take and _takes_settled(hyps):
                     break  # the takes come last, strongest first: the rest are listed unfitted
                 hyps.extend(_group_hypotheses(key, members, stems, scans, cache, speed, focus, band,
-                                              estimate_speed=not speed_known and not (is_take and settled),
-                                              ahead=[early for _, early in ahead.values()]))
+                                              estimate_speed=not speed_known and not (is_take and settled)))
             fitted |= set(todo)
             pending = [i for i in takes if i not in scans and i not in gone and i not in screened]
             if not pending or not _needs_takes(hyps):
@@ -1220,9 +1210,8 @@ def _peak_bins(curve: np.ndarray, count: int, exclusion: int) -> list[int]:
 
 
 def _group_hypotheses(key, members, stems, scans, cache, speed, focus, band, *,
-                      estimate_speed: bool = True, ahead: list[_Ahead] = ()) -> list[Hypothesis]:
-    """Candidate lags for one timeline (joint curve peaks and each member's own peak), refined and fitted;
-    `ahead`: work the search will want next, started on the spare thread when the first fit begins."""
+                      estimate_speed: bool = True) -> list[Hypothesis]:
+    """Candidate lags for one timeline (joint curve peaks and each member's own peak), refined and fitted."""
     first = scans[members[0]][0]
     nb = min(len(scans[m][0].pooled) for m in members)
     joint = np.zeros(nb, dtype=np.float64)
@@ -1260,8 +1249,6 @@ def _group_hypotheses(key, members, stems, scans, cache, speed, focus, band, *,
     # The speed is measured at the best fit's lag, most often the first candidate's: measured there on the
     # spare thread while that candidate is fitted.
     early = _Ahead(lambda: speed_at(lags[0])) if estimate_speed else None
-    for later in ahead:
-        later.start()
     hyps = fitted(lags[:1])
     if hyps[0].decomposition.explained < 1.0 - EXACT_RESIDUAL:
         hyps += fitted(lags[1:])
