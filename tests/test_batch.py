@@ -233,6 +233,8 @@ def test_every_note_gets_the_right_stem_and_the_in_points_offset(answered):
         if stem is not None:
             assert v["offset_s"] == pytest.approx(a, abs=2e-5)  # the in point's place in the stem
             assert v["timecode"] == label24(a)  # the stem's own clock (it shares the mix's)
+            # The text names the in point too, not the cut's first sample (a handle earlier).
+            assert f"{stem} at {label24(a)} ({v['offset_s']:.3f} s)" in v["text"], v["text"]
             assert row["sync_offset_s"] == pytest.approx(0.0, abs=2e-5) and row["sync"] is None
             assert v["root"] == str(row["matches"][0]["root"])
             assert row["shares"][stem] == max(row["shares"].values())
@@ -541,3 +543,23 @@ def test_over_the_whole_window_the_line_would_win(line_scene, monkeypatch):
                        index=None)
     assert report.rows[0].focus_by == "handles"
     assert report.rows[0].verdict["stem"] == "R1_DX.wav"
+
+
+def test_a_dialogue_notes_take_is_named_at_the_in_point(scene, audio, tmp_path):
+    """The take that holds a dialogue note's line is named, its offset and the verdict's text at the note's in
+    point (not at the cut's first sample, a handle earlier)."""
+    prod = tmp_path / "production"
+    prod.mkdir()
+    take = np.zeros((int(10 * SR), 2), dtype=np.float32)
+    take[int(5.0 * SR) - int(0.3 * SR):] += audio["R1_DX.wav"][: int(5.3 * SR)] * np.array([0.9, 0.4], np.float32)
+    write_wav(prod / "12A_T03.wav", take)  # no bext: the take's place is given in seconds
+    notes = scene.csv("dx_take.csv", notes_csv(EVENTS[:1]))
+    report = run_batch(notes, [str(scene.stems), str(prod)], mix=str(scene.mix), fps="24", jobs=1, index=None)
+    v = report.rows[0].verdict
+    assert v["stem"] == "R1_DX.wav", v["text"]
+    # DX's line starts 0.3 s into the stem and 5.0 s into the take: the in point (1.0 s) lies 5.7 s into it;
+    # 20 us is a sample's interpolation error
+    assert v["production"]["file"] == "12A_T03.wav"
+    assert v["production"]["offset_s"] == pytest.approx(5.7, abs=2e-5)
+    assert f"In the production recording 12A_T03.wav (channel 1, {v['production']['offset_s']:.3f} s)" in v["text"]
+    assert f"R1_DX.wav at {label24(1.0)} ({v['offset_s']:.3f} s)" in v["text"]

@@ -572,9 +572,11 @@ def _process(task: _Task, st: _State) -> RowResult:
 
 
 def _without_handle(result, handle_s: float, discovery):
-    """The result with every offset moved from the cut's first sample to the note's in point, `handle_s` later."""
+    """The result with every offset moved from the cut's first sample to the note's in point, `handle_s` later
+    (the verdict's text too)."""
     from dataclasses import replace
 
+    from whichsound.locate import take_words, where_words
     from whichsound.report import stem_timecode
 
     def moved(m):
@@ -584,16 +586,15 @@ def _without_handle(result, handle_s: float, discovery):
     v = result.verdict
     if v.match is not None:
         new = moved(v.match)
-        text = v.text.replace(f"{v.match.stem.rel} at {v.match.offset_s:.3f} s", f"{new.stem.rel} at {new.offset_s:.3f} s")
+        text = v.text.replace(where_words(v.match), where_words(new))
         prod = v.production
         if prod and prod.get("file") is not None:
             take = next((s for s in discovery.stems if s.rel == prod["file"] and s.root == prod["root"]), None)
             if take is not None:
                 off = prod["offset_s"] + handle_s * new.speed
-                tc = stem_timecode(take, off * take.samplerate)
-                if prod.get("timecode") and tc:
-                    text = text.replace(prod["timecode"], tc)
-                prod = {**prod, "offset_s": round(off, 7), "timecode": tc}
+                new_prod = {**prod, "offset_s": round(off, 7), "timecode": stem_timecode(take, off * take.samplerate)}
+                text = text.replace(take_words(prod), take_words(new_prod))
+                prod = new_prod
         v = replace(v, match=new, text=text, production=prod)
     return replace(result, verdict=v, matches=matches)
 

@@ -1670,15 +1670,12 @@ def _verdict(winner: Hypothesis, matches: list[Match], zcrit: float, min_score: 
         # how far the clip stays under the stem, from 0.9 at none beyond it to 0.6 at the limit.
         conf = 0.9 - 0.3 * contained.beyond / CONTAINED_OVER
     top = Match(**{**(part or top).__dict__, "confidence": conf})
-    from whichsound.report import stem_timecode
-
-    tc = stem_timecode(top.stem, top.offset)
-    where = f"{top.stem.rel} at {tc} ({top.offset_s:.3f} s)" if tc else f"{top.stem.rel} at {top.offset_s:.3f} s"
+    where = where_words(top)
     role = ROLE_NAMES.get(top.stem.role, "other")
     production = None
     if top.stem.role == "PROD":
         production = _production_block(top.stem, top.channel, top.offset, top.share or 0.0)
-        where = f"{top.stem.rel} ({_take_words(production)})"
+        where = f"{top.stem.rel} ({take_words(production)})"
     kind = "production take" if top.stem.role == "PROD" else f"{role} stem"
     text = f"In the {kind} {where} (shares: {shares_txt}, residual {dec.residual:.2f})."
     if tied is not None and part is None:
@@ -1726,7 +1723,16 @@ def _production_block(stem: Stem, channel: int, offset: float, share: float) -> 
     }
 
 
-def _take_words(prod: dict) -> str:
+def where_words(m: Match) -> str:
+    """'R1_DX.wav at 01:00:07:14 (7.583 s)' for a match on a timeline stem (the timecode when its stem has a
+    clock): how a verdict's text names the place."""
+    from whichsound.report import stem_timecode
+
+    tc = stem_timecode(m.stem, m.offset)
+    return f"{m.stem.rel} at {tc} ({m.offset_s:.3f} s)" if tc else f"{m.stem.rel} at {m.offset_s:.3f} s"
+
+
+def take_words(prod: dict) -> str:
     """'scene 12A, take 3, track LAV, 14:22:31:07' from a production block (missing parts left out)."""
     bits = [
         f"scene {prod['scene']}" if prod["scene"] else None,
@@ -1753,7 +1759,7 @@ def _with_production(verdict: Verdict, best_by_group: dict, zcrit: float, search
         return replace(verdict, text=text, production={"file": None})
     stem, peak = best.stems[0], best.peaks[0]
     prod = _production_block(stem, peak.channel, best.lag, share)
-    where = _take_words(prod)
+    where = take_words(prod)
     text = verdict.text + f" In the production recording {stem.rel} ({where})."
     return replace(verdict, text=text, production=prod)
 
