@@ -110,6 +110,33 @@ def test_entry_loads_parse_npy_headers_one_thread_at_a_time(index, stem, monkeyp
     assert len(held) == 8 and all(held)
 
 
+def test_other_threads_read_and_build_through_their_own_connections(index, stem, tmp_path):
+    """A search's spare thread asks the index for entries the main thread opened it for (a cold search's
+    takes): SQLite connections serve the thread that made them, so each thread gets its own."""
+    import threading
+
+    other = tmp_path / "other.wav"
+    other.write_bytes(stem.read_bytes())
+    entry = index.build(stem)
+    got: dict = {}
+
+    def work() -> None:
+        try:
+            got["read"] = index.get(stem)
+            got["built"] = index.ensure(other)
+        except Exception as exc:  # what the main thread must see
+            got["error"] = exc
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    assert "error" not in got, got.get("error")
+    assert got["read"] == entry
+    assert index.get(other) == got["built"]  # the other thread's write is in the catalog
+    index.close()
+    assert not index._others  # its connection closed with the index
+
+
 def test_get_without_entry_is_none_and_ensure_builds(index, stem):
     assert index.get(stem) is None
     entry = index.ensure(stem)

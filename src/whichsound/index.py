@@ -329,12 +329,21 @@ class Index:
         except OSError as exc:
             raise CacheError(f"{self.dir}: index cache folder is not writable ({exc.strerror or exc})") from None
         self._con: sqlite3.Connection | None = None
+        # Other threads (a search's spare thread) get connections of their own: an SQLite connection serves
+        # the thread that made it, and each thread's transactions stay its own.
+        self._owner = threading.get_ident()
+        self._local = threading.local()
+        self._others: list[sqlite3.Connection] = []
+        self._others_lock = threading.Lock()
         self._open_catalog()
 
     # -- catalog ---------------------------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
-        con = sqlite3.connect(self.catalog_path, timeout=_BUSY_MS / 1000, isolation_level=None)
+        # check_same_thread off only so that close() may close another thread's connection; each is used
+        # by the thread that made it alone (see con).
+        con = sqlite3.connect(self.catalog_path, timeout=_BUSY_MS / 1000, isolation_level=None,
+                              check_same_thread=False)
         try:
             con.execute(f"PRAGMA busy_timeout = {_BUSY_MS}")
             con.execute("PRAGMA journal_mode = WAL")
@@ -363,9 +372,8 @@ class Index:
 
     def _open_catalog(self) -> None:
         """Open (creating) the catalog; a damaged one is moved aside and replaced by an empty one."""
-        if self._con is not None:
-            self._con.close()
-            self._con = None
+        self.close()
+        self._owner = threading.get_ident()
         try:
             with _flock(self.locks_dir / "catalog.lock"):
                 try:
@@ -394,9 +402,18 @@ class Index:
 
     @property
     def con(self) -> sqlite3.Connection:
+        """This thread's connection to the catalog (the opening thread's, or one made for this thread)."""
         if self._con is None:
             raise CacheError(f"{self.dir}: the index is closed")
-        return self._con
+        if threading.get_ident() == self._owner:
+            return self._con
+        con = getattr(self._local, "con", None)
+        if con is None:
+            con = self._connect()
+            with self._others_lock:
+                self._others.append(con)
+            self._local.con = con
+        return con
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -414,6 +431,11 @@ class Index:
         if self._con is not None:
             self._con.close()
             self._con = None
+        with self._others_lock:
+            for con in self._others:
+                con.close()
+            self._others.clear()
+        self._local = threading.local()
 
     def __enter__(self) -> Index:
         return self
