@@ -75,7 +75,7 @@ def test_probe_and_read_clip_round_trip(tmp_path, suffix, fmt, subtype, rate, to
         assert np.corrcoef(clip.samples[:, ch], data[:, ch])[0, 1] > 0.999
 
 
-@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "FLOAT"])
+@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "PCM_32", "FLOAT"])
 def test_read_segment_matches_the_whole_file(tmp_path, subtype):
     data = six_channels()
     path = write_wav(tmp_path / "fx51.wav", data, subtype=subtype)
@@ -129,6 +129,26 @@ def test_iter_blocks_covers_the_file_exactly_with_the_overlap(tmp_path, frames, 
     assert covered.min() >= 1  # every sample read
     for (_, prev), (_, nxt) in zip(blocks[:-1], blocks[1:], strict=True):  # neighbours share `overlap` samples
         np.testing.assert_array_equal(nxt[:overlap], prev[step:])
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24"])
+def test_iter_blocks_of_an_integer_file_match_the_whole_file(tmp_path, subtype):
+    path = write_wav(tmp_path / "fx51.wav", six_channels(), subtype=subtype)
+    whole = read_clip(path).samples
+    for s, b in iter_blocks(path, 8192, 0):
+        k = min(8192, len(whole) - s)
+        np.testing.assert_array_equal(b[:k], whole[s : s + k])  # the same decoder: sample-exact
+
+
+def test_read_segment_makes_a_float_files_non_finite_samples_zero(tmp_path):
+    data = stereo_music(0.5)
+    data[100, 0], data[200, 1], data[300, 0] = np.nan, np.inf, -np.inf
+    path = write_wav(tmp_path / "blown.wav", data, subtype="FLOAT")
+    seg = read_segment(path, 0, len(data))
+    assert np.isfinite(seg).all()
+    assert seg[100, 0] == seg[200, 1] == seg[300, 0] == 0.0
+    keep = np.isfinite(data)
+    np.testing.assert_array_equal(seg[keep], data[keep])
 
 
 def test_iter_blocks_rejects_an_overlap_not_smaller_than_the_block(tmp_path):
