@@ -344,3 +344,48 @@ def test_a_refinement_leaving_the_span_far_from_the_envelopes_is_set_aside(monke
     cache = SimpleNamespace(mono=np.zeros(SR), clip=SimpleNamespace(samplerate=SR))
     loc._speed_searched({("g",): [0]}, stems, cache, SimpleNamespace(rate=ENV_RATE), None, None)
     assert tried and tried[0] == (kept, SR * 1.0 + (0 if kept == coarse else 5))
+
+
+def test_a_timeline_fitted_at_another_speed_is_fitted_again_at_the_clips(tmp_path):
+    # The clip has one speed. A take holds the sound too and its fit found the clip's speed (0.4 % slow); the
+    # reel was fitted at speed 1 only (its drift pieces mismeasured it): the reel is fitted again at the
+    # take's speed, its lag refined from its speed-1 lag, and now explains the clip as the take does.
+    from conftest import load_sound
+    from whichsound.align import ChannelScan
+    from whichsound.audio import Clip
+    from whichsound.locate import _at_clip_speed, _ClipCache, _fit, _refine_group
+    from whichsound.stems import discover, group_timelines, share_clocks
+
+    speed = 0.996
+    music = load_sound("music/lincity__02_-_Robert_van_Herk_-_City_Blues.flac", 4.0, start_s=20.0, mono=False)
+    sound = music[int(1.0 * SR) : int(3.0 * SR)]
+    (tmp_path / "stems").mkdir()
+    (tmp_path / "production").mkdir()
+    reel = np.zeros((int(10 * SR), 2), np.float32)
+    reel[int(6.0 * SR) : int(6.0 * SR) + len(sound)] = sound
+    sf.write(tmp_path / "stems" / "R1_FX.wav", reel, SR, subtype="FLOAT")
+    take = np.zeros((int(8 * SR), 2), np.float32)
+    take[int(2.0 * SR) : int(2.0 * SR) + len(sound)] = 0.5 * sound
+    sf.write(tmp_path / "production" / "12A_T01.wav", take, SR, subtype="FLOAT")
+    stems = discover([str(tmp_path / "stems"), str(tmp_path / "production")]).stems
+    groups = group_timelines(stems)
+    stems = share_clocks(stems, groups)
+    keys = {stems[m[0]].role: (k, m) for k, m in groups.items()}
+    clip = Clip(tmp_path / "clip.wav", resample(sound, SR, SR / speed), SR)
+    cache = _ClipCache(clip)
+    scans = {i: [ChannelScan(0, 0, 16, np.zeros(1, np.float32), count=1)] for i in range(len(stems))}
+    focus = {"at": None, "handle_s": 0.25, "at_width_s": 0.01, "event_air_s": None}
+    (tk, tm), (rk, rm) = keys["PROD"], keys["FX"]
+    at_take = _fit(tk, tm, stems, scans, cache, 2.0 * SR, speed, focus, None)
+    lag1 = _refine_group(rm, stems, cache, 1.0, int(6.0 * SR), 512)[0]  # the reel's place at speed 1
+    at_one = _fit(rk, rm, stems, scans, cache, lag1, 1.0, focus, None)
+    # 2 s 0.4 % slow: 8 ms of drift from end to end; the fit at speed 1 explains 0.06 of it (0.9: a wide margin)
+    assert at_take.decomposition.explained > 0.99 and at_one.decomposition.explained < 0.9
+    got = _at_clip_speed([at_one, at_take], groups, stems, scans, cache, focus, None)
+    assert [h.group for h in got] == [rk] and got[0].speed == speed
+    assert got[0].decomposition.explained > 0.99
+    assert got[0].lag == pytest.approx(6.0 * SR, abs=1.0)  # the sound's first sample in the reel, within a sample
+    # Nothing to do when the best fit is at speed 1, or when every group has a fit at the clip's speed.
+    assert _at_clip_speed([at_one], groups, stems, scans, cache, focus, None) == []
+    assert _at_clip_speed([at_one, at_take, *got], groups, stems, scans, cache, focus, None) == []
+
