@@ -1304,20 +1304,19 @@ def _at_clip_speed(hyps: list[Hypothesis], groups: dict, stems, scans, cache, fo
     speed = best.speed
     if abs(speed - 1.0) < SPEED_TOLERANCE:
         return []
-    own: dict[tuple, Hypothesis] = {}
+    done = {h.group for h in hyps if abs(h.speed / speed - 1.0) < SPEED_TOLERANCE}
+    best_of: dict[tuple, Hypothesis] = {}
     for h in hyps:
-        if abs(h.speed / speed - 1.0) < SPEED_TOLERANCE:
-            own[h.group] = h  # fitted at the clip's speed already
-        elif h.group not in own or (abs(own[h.group].speed / speed - 1.0) >= SPEED_TOLERANCE
-                                    and h.decomposition.explained > own[h.group].decomposition.explained):
-            own[h.group] = h
-    n = cache.get(stems[0].samplerate, speed)[0].shape[0]
+        cur = best_of.get(h.group)
+        if h.group not in done and (cur is None or h.decomposition.explained > cur.decomposition.explained):
+            best_of[h.group] = h
     out = []
-    for key, h in own.items():
+    for key, h in best_of.items():
         members = groups.get(key)
-        if abs(h.speed / speed - 1.0) < SPEED_TOLERANCE or not members:
+        if not members:
             continue
-        radius = SNAP_RADIUS + int(math.ceil(abs(1.0 - speed) * n))
+        n = cache.get(stems[members[0]].samplerate, speed)[0].shape[0]
+        radius = SNAP_RADIUS + int(math.ceil(abs(h.speed - speed) * n))  # how far the first sample can move
         lag = _refine_group(members, stems, cache, speed, int(round(h.lag)), radius)[0]
         out.append(_fit(key, members, stems, scans, cache, lag, speed, focus, band))
     return out
