@@ -131,15 +131,6 @@ def test_iter_blocks_covers_the_file_exactly_with_the_overlap(tmp_path, frames, 
         np.testing.assert_array_equal(nxt[:overlap], prev[step:])
 
 
-@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24"])
-def test_iter_blocks_of_an_integer_file_match_the_whole_file(tmp_path, subtype):
-    path = write_wav(tmp_path / "fx51.wav", six_channels(), subtype=subtype)
-    whole = read_clip(path).samples
-    for s, b in iter_blocks(path, 8192, 0):
-        k = min(8192, len(whole) - s)
-        np.testing.assert_array_equal(b[:k], whole[s : s + k])  # the same decoder: sample-exact
-
-
 def test_read_segment_makes_a_float_files_non_finite_samples_zero(tmp_path):
     data = stereo_music(0.5)
     data[100, 0], data[200, 1], data[300, 0] = np.nan, np.inf, -np.inf

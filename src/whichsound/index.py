@@ -329,9 +329,8 @@ class Index:
         except OSError as exc:
             raise CacheError(f"{self.dir}: index cache folder is not writable ({exc.strerror or exc})") from None
         self._con: sqlite3.Connection | None = None
-        # Other threads (a search's spare thread) get connections of their own: an SQLite connection serves
-        # the thread that made it, and each thread's transactions stay its own.
-        self._owner = threading.get_ident()
+        # Each thread (a search's spare thread too) uses a connection of its own: an SQLite connection serves
+        # the thread that made it, and each thread's transactions stay its own. _con is the opening thread's.
         self._local = threading.local()
         self._others: list[sqlite3.Connection] = []
         self._others_lock = threading.Lock()
@@ -373,7 +372,6 @@ class Index:
     def _open_catalog(self) -> None:
         """Open (creating) the catalog; a damaged one is moved aside and replaced by an empty one."""
         self.close()
-        self._owner = threading.get_ident()
         try:
             with _flock(self.locks_dir / "catalog.lock"):
                 try:
@@ -383,6 +381,7 @@ class Index:
                         raise
                     self._move_aside()
                     self._con = self._connect()
+                self._local.con = self._con
         except sqlite3.Error as exc:
             raise CacheError(f"{self.catalog_path}: cannot open the index catalog ({exc})") from None
         except OSError as exc:
@@ -402,11 +401,9 @@ class Index:
 
     @property
     def con(self) -> sqlite3.Connection:
-        """This thread's connection to the catalog (the opening thread's, or one made for this thread)."""
+        """This thread's connection to the catalog (made on its first use in another thread than the opening one)."""
         if self._con is None:
             raise CacheError(f"{self.dir}: the index is closed")
-        if threading.get_ident() == self._owner:
-            return self._con
         con = getattr(self._local, "con", None)
         if con is None:
             con = self._connect()
