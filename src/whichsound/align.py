@@ -697,9 +697,10 @@ def band_energies(x: np.ndarray) -> np.ndarray:
     frames = sliding_window_view(x, _ENV_NFFT)[::_ENV_HOP]
     out = [np.zeros((0, len(edges) - 1), np.float32)]
     for k in range(0, len(frames), 8192):  # bounded memory
-        p = np.abs(fft.rfft(frames[k : k + 8192] * win, axis=-1)) ** 2
-        cs = np.concatenate([np.zeros((p.shape[0], 1), np.float32), np.cumsum(p, axis=1)], axis=1)
-        out.append(cs[:, edges[1:]] - cs[:, edges[:-1]])
+        v = fft.rfft(frames[k : k + 8192] * win, axis=-1)[:, edges[0] : edges[-1]].view(np.float32)
+        v = v * v
+        power = v[:, 0::2] + v[:, 1::2]  # |X|^2 without abs()'s square root
+        out.append(np.add.reduceat(power, edges[:-1] - edges[0], axis=1))
     return np.concatenate(out)
 
 
