@@ -131,6 +131,29 @@ def test_iter_blocks_covers_the_file_exactly_with_the_overlap(tmp_path, frames, 
         np.testing.assert_array_equal(nxt[:overlap], prev[step:])
 
 
+@pytest.mark.parametrize("subtype", ["PCM_24", "PCM_16"])
+def test_iter_blocks_sixteen_bit_is_the_top_16_bits_of_integer_pcm(tmp_path, subtype):
+    frames, blocksize = 10_000, 4096  # three blocks, the last one padded
+    data = np.resize(stereo_music(1.0), (frames, 2))
+    path = write_wav(tmp_path / "m.wav", data, subtype=subtype)
+    full = np.concatenate([b.copy() for _, b in iter_blocks(path, blocksize, 0)])[:frames]
+    blocks = [(s, b.copy()) for s, b in iter_blocks(path, blocksize, 0, sixteen_bit=True)]
+    assert [s for s, _ in blocks] == [0, 4096, 8192]
+    assert all(b.dtype == np.float32 and b.shape == (blocksize, 2) for _, b in blocks)
+    coarse = np.concatenate([b for _, b in blocks])
+    assert not coarse[frames:].any()  # zero padding after the end
+    coarse = coarse[:frames]
+    # On the 16-bit grid, and under one 16-bit step below the full decode (libsndfile truncates);
+    # 16-bit PCM exactly.
+    np.testing.assert_array_equal(coarse * 32768, np.round(coarse * 32768))
+    diff = full - coarse
+    if subtype == "PCM_16":
+        assert not diff.any()
+    else:
+        assert diff.min() >= 0.0 and diff.max() < 2.0**-15
+        assert diff.max() > 0.0  # 24-bit detail was dropped: the flag did something
+
+
 def test_read_segment_makes_a_float_files_non_finite_samples_zero(tmp_path):
     data = stereo_music(0.5)
     data[100, 0], data[200, 1], data[300, 0] = np.nan, np.inf, -np.inf

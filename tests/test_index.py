@@ -33,10 +33,15 @@ def noise(seconds: float, channels: int = 2, seed: int = 0, sr: int = SR) -> np.
     return np.clip(0.2 * rng.standard_normal((int(seconds * sr), channels)), -0.9, 0.9).astype(np.float32)
 
 
-def reference(path, rate: int = 8000) -> np.ndarray:
-    """Independent decimation: the whole file through one soxr.resample call, as (channels, n) float32."""
-    x = read_back(path)
+def reference(path, rate: int = 8000, *, full_precision: bool = False) -> np.ndarray:
+    """Independent decimation: the whole file through one soxr.resample call, as (channels, n) float32.
+
+    Integer PCM is read at 16 bits as the index reads it, unless `full_precision`."""
     info = sf.info(str(path))
+    if info.subtype.startswith("PCM") and not full_precision:
+        x = sf.read(str(path), dtype="int16", always_2d=True)[0].astype(np.float32) / 32768
+    else:
+        x = read_back(path)
     if info.samplerate != rate:
         x = soxr.resample(x, info.samplerate, rate, quality="HQ")
     return np.ascontiguousarray(x.T, dtype=np.float32)
@@ -161,6 +166,11 @@ def test_decimated_data_matches_whole_file_soxr_within_float16(tmp_path, index, 
     entry = index.build(path)
     assert entry.channels == x.shape[1]
     assert_f16_close(entry.load(), reference(path))
+    # What the 16-bit decode of 24-bit PCM costs: each input sample truncated by under 2**-15, the
+    # decimation's low-pass (sum |h| under 1.5) then moves an output sample by under 1.5 * 2**-15.
+    err = np.abs(entry.load().astype(np.float32) - reference(path, full_precision=True))
+    tol = np.abs(reference(path, full_precision=True)) * 2.0**-11 + 1.5 * 2.0**-15
+    assert np.all(err <= tol), f"max excess {np.max(err - tol):.3g}"
 
 
 def test_non_finite_float_samples_are_stored_as_zero(tmp_path, index):

@@ -242,10 +242,14 @@ def read_segment(path: str | Path, start: int, frames: int) -> np.ndarray:
         raise AudioReadError(path, f"cannot read samples ({_short(exc)})") from None
 
 
-def iter_blocks(path: str | Path, blocksize: int, overlap: int) -> Iterator[tuple[int, np.ndarray]]:
+def iter_blocks(path: str | Path, blocksize: int, overlap: int, *,
+                sixteen_bit: bool = False) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (start sample, block (blocksize, ch) float32) covering the file with `overlap` samples shared.
 
     The last block is zero-padded to `blocksize`, so memory stays at one block whatever the file's length.
+    `sixteen_bit`: decode integer PCM to its top 16 bits (libsndfile's int16 read, scaled to [-1, 1)): 24-bit
+    decodes in half the time, with a noise floor 98 dB under full scale; for a coarse copy (the index's), never
+    for a float file (its samples may lie beyond full scale).
     """
     sf = _sf()
     step = blocksize - overlap
@@ -256,10 +260,15 @@ def iter_blocks(path: str | Path, blocksize: int, overlap: int) -> Iterator[tupl
             total = f.frames
             start = 0
             buf = np.zeros((blocksize, f.channels), dtype=np.float32)
+            raw = np.empty((blocksize, f.channels), dtype=np.int16) if sixteen_bit else None
             while start < total:
                 f.seek(start)
-                n = f.read(blocksize, dtype="float32", always_2d=True, out=buf[: min(blocksize, total - start)])
-                got = n.shape[0]
+                want = min(blocksize, total - start)
+                if raw is None:
+                    got = f.read(blocksize, dtype="float32", always_2d=True, out=buf[:want]).shape[0]
+                else:
+                    got = f.read(blocksize, dtype="int16", always_2d=True, out=raw[:want]).shape[0]
+                    np.multiply(raw[:got], np.float32(1 / 32768), out=buf[:got])
                 if got < blocksize:
                     buf[got:] = 0.0
                 yield start, buf

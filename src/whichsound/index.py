@@ -602,7 +602,8 @@ class Index:
         try:
             n = _analysis_frames(info.frames, info.samplerate, self.rate)
             nbytes = _write_decimated(source, tmp, info.samplerate, info.channels, info.frames, self.rate, n,
-                                      can_be_non_finite=not info.subtype.startswith(("PCM", "ULAW", "ALAW")))
+                                      can_be_non_finite=not info.subtype.startswith(("PCM", "ULAW", "ALAW")),
+                                      integer_pcm=info.subtype.startswith("PCM"))
             if content_check(source)[:2] != (size, mtime_ns):
                 return None  # changed while we read it: try again
             checksum = _sha256_file(tmp)
@@ -839,8 +840,13 @@ def _write_energies(array_tmp: Path, tmp: Path) -> int:
 
 
 def _write_decimated(source: Path, tmp: Path, samplerate: int, channels: int, frames: int, rate: int,
-                     n: int, *, can_be_non_finite: bool = True) -> int:
-    """Stream `source` through soxr into a (channels, n) float16 .npy at `tmp`; fsync; return its size."""
+                     n: int, *, can_be_non_finite: bool = True, integer_pcm: bool = False) -> int:
+    """Stream `source` through soxr into a (channels, n) float16 .npy at `tmp`; fsync; return its size.
+
+    Integer PCM is decoded to 16 bits (audio.iter_blocks' sixteen_bit): the truncation's noise, -109 dBFS
+    within the 8 kHz copy's band, lies under float16's rounding noise (about 75 dB under the signal)
+    wherever the signal is louder than about -35 dBFS, and the decode is the largest part of a build's time
+    (a 60-min stereo 24-bit stem: 2.43 -> 2.25 s)."""
     import soxr
 
     header = {"descr": "<f2", "fortran_order": False, "shape": (channels, n)}
@@ -866,7 +872,7 @@ def _write_decimated(source: Path, tmp: Path, samplerate: int, channels: int, fr
                 os.pwrite(fd, np.ascontiguousarray(y16[:, c]), offset + (c * n + pos) * 2)
             pos += m
 
-        for start, buf in iter_blocks(source, BLOCK_FRAMES, 0):
+        for start, buf in iter_blocks(source, BLOCK_FRAMES, 0, sixteen_bit=integer_pcm):
             block = buf[: min(BLOCK_FRAMES, frames - start)]
             if can_be_non_finite and not np.isfinite(block).all():  # a float file's plug-in blow-up
                 np.nan_to_num(block, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
