@@ -4,7 +4,8 @@ Material, generated from the real recordings in ../shared/sounds and written blo
 stems (DX mono; FX, FOL, BG, MX stereo; 48 kHz 24-bit; default 60 min), its printmaster, and production
 takes (2-channel poly, default 36 x 5 min = 3 h). A 5 s clip is cut from the printmaster at a known place
 and 100 review notes are written at random timecodes. Every command runs as a child process; its wall time
-includes process start, its peak RSS comes from os.wait4.
+includes process start, its peak RSS comes from os.wait4. Run as root, the page cache is emptied before
+`cat` and before the cold locate, so both read the files from the disk.
 
     python benchmarks/bench_index.py [--minutes 60] [--take-hours 3] [--workdir /tmp/ws-bench-index]
                                      [--aof /tmp/aofenv/bin/audio-offset-finder] [--ffmpeg BIN] [--full-rate]
@@ -146,6 +147,18 @@ def run(cmd: list[str], label: str, env: dict | None = None) -> dict:
             "stdout": out.decode(errors="replace")}
 
 
+def _drop_page_cache() -> bool:
+    """Empty the kernel's page cache (root only), so that the next command reads the files from the disk;
+    False when not allowed (the figures are then warm-cache ones, and say so)."""
+    try:
+        os.sync()
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return True
+    except OSError:
+        return False
+
+
 def _compile_whichsound() -> None:
     """Compile whichsound's modules to bytecode where Python looks for it, as installing the package does:
     from an editable install with PYTHONDONTWRITEBYTECODE set, every measured command would otherwise
@@ -205,11 +218,18 @@ def main() -> None:
     clip = str(work / "clip.wav")
     res: dict[str, dict] = {}
 
+    # cat and the cold locate each start from an empty page cache where this process may empty it (root):
+    # both then read from the disk. Otherwise cat reads what earlier runs left cached, and so may locate.
+    disk = _drop_page_cache()
+    print("page cache emptied before cat and before the cold locate: both read from the disk" if disk else
+          "page cache not emptied (not root): cat and the cold locate read what is cached")
     res["cat"] = run(["sh", "-c", "cat " + " ".join(str(p) for p in files if p.name != "printmaster.wav")
                       + " > /dev/null"], "cat (stems + takes)")
     if args.full_rate:
         res["full"] = run([*ws, "locate", clip, *stems, "--no-index", "--json"], "locate --no-index (full rate)")
     shutil.rmtree(cache, ignore_errors=True)
+    if disk:
+        _drop_page_cache()
     res["cold"] = run([*ws, "locate", clip, *stems, "--cache", str(cache), "--json"],
                       "cold locate (empty cache: indexes)")
     shutil.rmtree(cache, ignore_errors=True)
