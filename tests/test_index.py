@@ -166,10 +166,12 @@ def test_decimated_data_matches_whole_file_soxr_within_float16(tmp_path, index, 
     entry = index.build(path)
     assert entry.channels == x.shape[1]
     assert_f16_close(entry.load(), reference(path))
-    # What the 16-bit decode of 24-bit PCM costs: each input sample truncated by under 2**-15, the
-    # decimation's low-pass (sum |h| under 1.5) then moves an output sample by under 1.5 * 2**-15.
-    err = np.abs(entry.load().astype(np.float32) - reference(path, full_precision=True))
-    tol = np.abs(reference(path, full_precision=True)) * 2.0**-11 + 1.5 * 2.0**-15
+    # What the 16-bit decode of 24-bit PCM costs: each input sample truncated by [0, 2**-15), so an output
+    # sample moves by under 2**-15 times the sum of the low-pass's positive taps (soxr HQ to 8 kHz from
+    # 44.1, 48 and 96 kHz, measured from impulse responses: 1.77 at most; 1 without resampling).
+    full = reference(path, full_precision=True)
+    err = np.abs(entry.load().astype(np.float32) - full)
+    tol = np.abs(full) * 2.0**-11 + 1.8 * 2.0**-15
     assert np.all(err <= tol), f"max excess {np.max(err - tol):.3g}"
 
 

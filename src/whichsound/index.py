@@ -602,8 +602,7 @@ class Index:
         try:
             n = _analysis_frames(info.frames, info.samplerate, self.rate)
             nbytes = _write_decimated(source, tmp, info.samplerate, info.channels, info.frames, self.rate, n,
-                                      can_be_non_finite=not info.subtype.startswith(("PCM", "ULAW", "ALAW")),
-                                      integer_pcm=info.subtype.startswith("PCM"))
+                                      info.subtype)
             if content_check(source)[:2] != (size, mtime_ns):
                 return None  # changed while we read it: try again
             checksum = _sha256_file(tmp)
@@ -840,8 +839,9 @@ def _write_energies(array_tmp: Path, tmp: Path) -> int:
 
 
 def _write_decimated(source: Path, tmp: Path, samplerate: int, channels: int, frames: int, rate: int,
-                     n: int, *, can_be_non_finite: bool = True, integer_pcm: bool = False) -> int:
-    """Stream `source` through soxr into a (channels, n) float16 .npy at `tmp`; fsync; return its size.
+                     n: int, subtype: str) -> int:
+    """Stream `source` (libsndfile `subtype`) through soxr into a (channels, n) float16 .npy at `tmp`; fsync;
+    return its size.
 
     Integer PCM is decoded to 16 bits (audio.iter_blocks' sixteen_bit): the truncation's noise, -109 dBFS
     within the 8 kHz copy's band, lies under float16's rounding noise (about 75 dB under the signal)
@@ -849,6 +849,8 @@ def _write_decimated(source: Path, tmp: Path, samplerate: int, channels: int, fr
     (a 60-min stereo 24-bit stem: 2.43 -> 2.25 s)."""
     import soxr
 
+    integer_pcm = subtype.startswith("PCM")
+    can_be_non_finite = not subtype.startswith(("PCM", "ULAW", "ALAW"))
     header = {"descr": "<f2", "fortran_order": False, "shape": (channels, n)}
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
     try:
