@@ -154,6 +154,19 @@ def test_iter_blocks_sixteen_bit_is_the_top_16_bits_of_integer_pcm(tmp_path, sub
         assert diff.max() > 0.0  # 24-bit detail was dropped: the flag did something
 
 
+def test_iter_blocks_sixteen_bit_reads_a_float_file_in_full(tmp_path):
+    """A float file's samples may lie beyond full scale: the 16-bit read is for integer PCM only."""
+    data = np.resize(stereo_music(1.0), (10_000, 2))
+    data *= 1.5 / np.abs(data).max()  # peaks over full scale, kept by FLOAT (write_wav refuses them)
+    path = tmp_path / "f.wav"
+    sf.write(str(path), data, SR, subtype="FLOAT")
+    full = [b.copy() for _, b in iter_blocks(path, 4096, 0)]
+    coarse = [b.copy() for _, b in iter_blocks(path, 4096, 0, sixteen_bit=True)]
+    assert max(np.abs(b).max() for b in full) > 1.0
+    for a, b in zip(full, coarse, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_read_segment_makes_a_float_files_non_finite_samples_zero(tmp_path):
     data = stereo_music(0.5)
     data[100, 0], data[200, 1], data[300, 0] = np.nan, np.inf, -np.inf

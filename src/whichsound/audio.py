@@ -248,8 +248,8 @@ def iter_blocks(path: str | Path, blocksize: int, overlap: int, *,
 
     The last block is zero-padded to `blocksize`, so memory stays at one block whatever the file's length.
     `sixteen_bit`: decode integer PCM to its top 16 bits (libsndfile's int16 read, scaled to [-1, 1)): 24-bit
-    decodes in half the time, with a noise floor 98 dB under full scale; for a coarse copy (the index's), never
-    for a float file (its samples may lie beyond full scale).
+    decodes in half the time, with a noise floor 98 dB under full scale; for a coarse copy (the index's). Any
+    other file (float, whose samples may lie beyond full scale; compressed) is read as float32 all the same.
     """
     sf = _sf()
     step = blocksize - overlap
@@ -260,7 +260,8 @@ def iter_blocks(path: str | Path, blocksize: int, overlap: int, *,
             total = f.frames
             start = 0
             buf = np.zeros((blocksize, f.channels), dtype=np.float32)
-            raw = np.empty((blocksize, f.channels), dtype=np.int16) if sixteen_bit else None
+            integer = f.subtype.startswith("PCM")
+            raw = np.empty((blocksize, f.channels), dtype=np.int16) if sixteen_bit and integer else None
             while start < total:
                 f.seek(start)
                 want = min(blocksize, total - start)

@@ -849,7 +849,6 @@ def _write_decimated(source: Path, tmp: Path, samplerate: int, channels: int, fr
     (a 60-min stereo 24-bit stem: 2.43 -> 2.25 s)."""
     import soxr
 
-    integer_pcm = subtype.startswith("PCM")
     can_be_non_finite = not subtype.startswith(("PCM", "ULAW", "ALAW"))
     header = {"descr": "<f2", "fortran_order": False, "shape": (channels, n)}
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
@@ -874,7 +873,7 @@ def _write_decimated(source: Path, tmp: Path, samplerate: int, channels: int, fr
                 os.pwrite(fd, np.ascontiguousarray(y16[:, c]), offset + (c * n + pos) * 2)
             pos += m
 
-        for start, buf in iter_blocks(source, BLOCK_FRAMES, 0, sixteen_bit=integer_pcm):
+        for start, buf in iter_blocks(source, BLOCK_FRAMES, 0, sixteen_bit=True):
             block = buf[: min(BLOCK_FRAMES, frames - start)]
             if can_be_non_finite and not np.isfinite(block).all():  # a float file's plug-in blow-up
                 np.nan_to_num(block, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
